@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test`.
+# Both build .venv on first use. torch is pinned to the CPU wheel this machine carries;
+# an unpinned torch would pull gigabytes of CUDA packages.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+# Reference implementations, installed only for the parity tests (never imported by demixers).
+REFERENCE_PACKAGES ?= demucs==4.1.0 modelscope==1.40.2
+
+.PHONY: install demo test test-fast lint format clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test,dev,mp3,figures,tensorboard,metrics]"
+	$(PY) -m pip install --quiet --no-deps $(REFERENCE_PACKAGES)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m demixers.demo --output-dir demo_output
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks train.py
+	$(PY) -m ruff format --check src tests benchmarks train.py
+
+format: $(VENV)/.installed
+	$(PY) -m ruff check --fix src tests benchmarks train.py
+	$(PY) -m ruff format src tests benchmarks train.py
+
+test: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks train.py
+	$(PY) -m pytest -q --timeout=900 tests
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -x -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo_output

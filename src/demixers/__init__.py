@@ -1,0 +1,60 @@
+"""demixers: audio source separation for the Hugging Face ecosystem.
+
+Importing the package registers every model family with the transformers Auto classes
+(`AutoConfig`, `AutoModel`, `AutoFeatureExtractor`) and the ``audio-source-separation`` task
+with the pipeline registry, so ``pipeline("audio-source-separation", model=...)`` works.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .feature_extraction_separation import SourceSeparationFeatureExtractor
+from .modeling.mossformer import (
+    MossFormerConfig,
+    MossFormerForSourceSeparation,
+    MossFormerSourceSeparationOutput,
+)
+from .pipelines import AudioSourceSeparationPipeline
+
+__version__ = "0.1.0.dev0"
+
+PIPELINE_TASK = "audio-source-separation"
+
+# (config class, model class) of every family; a family's config.model_type is its registry key.
+MODEL_FAMILIES: tuple[tuple[type[PretrainedConfig], type[PreTrainedModel]], ...] = (
+    (MossFormerConfig, MossFormerForSourceSeparation),
+)
+
+
+def register_model_family(config_class: type[PretrainedConfig], model_class: type[PreTrainedModel]) -> None:
+    """Make a family loadable through the Auto classes and the pipeline (idempotent)."""
+    AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+    AutoModel.register(config_class, model_class, exist_ok=True)
+    AutoFeatureExtractor.register(config_class, SourceSeparationFeatureExtractor, exist_ok=True)
+
+
+def _register_all() -> None:
+    for config_class, model_class in MODEL_FAMILIES:
+        register_model_family(config_class, model_class)
+    PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK,
+        pipeline_class=AudioSourceSeparationPipeline,
+        pt_model=AutoModel,
+        type="audio",
+    )
+
+
+_register_all()
+
+__all__ = [
+    "MODEL_FAMILIES",
+    "PIPELINE_TASK",
+    "AudioSourceSeparationPipeline",
+    "MossFormerConfig",
+    "MossFormerForSourceSeparation",
+    "MossFormerSourceSeparationOutput",
+    "SourceSeparationFeatureExtractor",
+    "register_model_family",
+]

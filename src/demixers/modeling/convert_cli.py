@@ -1,0 +1,40 @@
+"""``demixers convert FORMAT SRC OUT``: official checkpoints -> ``save_pretrained`` folders.
+
+Every converter module (one per family, inside the family folder) exposes
+``configure_parser(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+CONVERTERS: dict[str, tuple[str, str]] = {
+    "modelscope-mossformer": (
+        "demixers.modeling.mossformer.convert_mossformer_original_to_hf",
+        "ModelScope's MossFormer release (configuration.json + encoder.bin/decoder.bin/masknet.bin, "
+        "or one combined state dict)",
+    ),
+    "demucs": (
+        "demixers.modeling.demucs.convert_demucs_original_to_hf",
+        "Demucs v2/v3/v4 releases (bag yaml + safetensors, or legacy .th files)",
+    ),
+}
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    formats = parser.add_subparsers(dest="converter", metavar="FORMAT", required=True)
+    for name, (module_name, help_text) in CONVERTERS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        subparser = formats.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(subparser)
+        subparser.set_defaults(convert_handler=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.convert_handler(args) or 0)

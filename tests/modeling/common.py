@@ -1,0 +1,274 @@
+"""Common tests every model family reuses.
+
+Subclass ``SourceSeparationModelTesterMixin`` in a pytest class and provide:
+
+* ``model_class``: the ``...ForSourceSeparation`` class;
+* ``get_config(self)``: a tiny config (runs in well under a second per forward on 2 cores);
+* optionally ``input_lengths`` (lengths to try, odd ones included), ``batch_size``,
+  ``atol``/``rtol`` for numerical comparisons, ``invalid_config_kwargs`` (a list of
+  ``(kwargs, field_name)`` pairs that must raise ``ValueError`` naming the field) and
+  ``remote_code_tolerance``.
+
+Everything is asserted with numbers: shapes, bitwise/tolerance equality, gradient coverage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+
+import demixers  # noqa: F401  (registers the Auto classes)
+
+# A fresh interpreter that must not be able to import demixers (remote-code test).
+_BLOCK_DEMIXERS = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class _BlockDemixers(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "demixers" or name.startswith("demixers."):
+                raise ModuleNotFoundError(f"demixers is deliberately not importable here ({name})")
+            return None
+
+    sys.meta_path.insert(0, _BlockDemixers())
+    """
+)
+
+
+class SourceSeparationModelTesterMixin:
+    model_class: ClassVar[type[PreTrainedModel]]
+    input_lengths: ClassVar[tuple[int, ...]] = (1001, 1600)
+    batch_size: ClassVar[int] = 2
+    atol: ClassVar[float] = 1e-5
+    rtol: ClassVar[float] = 1e-4
+    invalid_config_kwargs: ClassVar[list[tuple[dict[str, Any], str]]] = []
+    remote_code_tolerance: ClassVar[float] = 1e-6
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def get_config(self) -> PretrainedConfig:
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def make_model(self, config: PretrainedConfig | None = None, seed: int = 0) -> PreTrainedModel:
+        torch.manual_seed(seed)
+        model = self.model_class(config or self.get_config())
+        return model.eval()
+
+    def make_inputs(self, config: PretrainedConfig, batch_size: int | None = None, length: int | None = None, seed: int = 0) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        shape = (batch_size or self.batch_size, config.audio_channels, length or self.input_lengths[-1])
+        return 0.1 * torch.randn(shape, generator=generator)
+
+    def assert_close(self, actual: torch.Tensor, expected: torch.Tensor, atol: float | None = None) -> None:
+        torch.testing.assert_close(actual, expected, atol=self.atol if atol is None else atol, rtol=self.rtol)
+
+    # -- contract ------------------------------------------------------------------------------
+
+    def test_config_contract(self) -> None:
+        config = self.get_config()
+        assert isinstance(config.sampling_rate, int) and config.sampling_rate > 0
+        assert isinstance(config.audio_channels, int) and config.audio_channels > 0
+        assert len(config.source_names) >= 1
+        assert len(set(config.source_names)) == len(config.source_names)
+        assert all(isinstance(name, str) and name for name in config.source_names)
+        rebuilt = type(config).from_dict(config.to_dict())
+        assert rebuilt.to_dict() == config.to_dict()
+
+    def test_default_config_builds_through_auto_config(self) -> None:
+        config_class = self.model_class.config_class
+        default = AutoConfig.for_model(config_class.model_type)
+        assert type(default) is config_class
+        assert default.to_dict() == config_class().to_dict()
+
+    def test_invalid_config_values_raise_value_error_naming_the_field(self) -> None:
+        config_class = self.model_class.config_class
+        for kwargs, field in self.invalid_config_kwargs:
+            with pytest.raises(ValueError, match=field):
+                config_class(**kwargs)
+
+    def test_output_shape_and_length_match_input(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        for length in self.input_lengths:
+            inputs = self.make_inputs(config, length=length)
+            with torch.no_grad():
+                output = model(input_values=inputs)
+            expected = (inputs.shape[0], len(config.source_names), config.audio_channels, length)
+            assert tuple(output.audio_values.shape) == expected, f"length {length}"
+            assert output.audio_values.dtype == torch.float32
+            assert torch.isfinite(output.audio_values).all()
+            assert output.loss is None
+
+    def test_labels_give_finite_scalar_loss(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config).train()
+        inputs = self.make_inputs(config)
+        labels = 0.1 * torch.randn(inputs.shape[0], len(config.source_names), *inputs.shape[1:])
+        output = model(input_values=inputs, labels=labels)
+        assert output.loss is not None and output.loss.dim() == 0
+        assert torch.isfinite(output.loss)
+        assert output.loss.requires_grad
+
+    def test_silence_gives_finite_output(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        with torch.no_grad():
+            output = model(input_values=torch.zeros(1, config.audio_channels, self.input_lengths[-1]))
+        assert torch.isfinite(output.audio_values).all()
+
+    def test_batch_equals_single_items(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        inputs = self.make_inputs(config, batch_size=3)
+        with torch.no_grad():
+            batched = model(input_values=inputs).audio_values
+            for index in range(inputs.shape[0]):
+                single = model(input_values=inputs[index : index + 1]).audio_values
+                self.assert_close(batched[index : index + 1], single)
+
+    def test_eval_forward_is_deterministic(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        inputs = self.make_inputs(config)
+        with torch.no_grad():
+            first = model(input_values=inputs).audio_values
+            second = model(input_values=inputs).audio_values
+        assert torch.equal(first, second)
+
+    def test_bad_inputs_raise(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        length = self.input_lengths[-1]
+        with torch.no_grad():
+            with pytest.raises(ValueError):
+                model(input_values=torch.zeros(1, config.audio_channels, 0))
+            with pytest.raises(ValueError):
+                model(input_values=torch.zeros(1, 1, config.audio_channels, length))
+            with pytest.raises(ValueError):
+                model(input_values=torch.zeros(1, config.audio_channels + 2, length))
+            bad = torch.zeros(1, config.audio_channels, length)
+            bad[0, 0, length // 2] = float("nan")
+            with pytest.raises(ValueError):
+                model(input_values=bad)
+            bad[0, 0, length // 2] = float("inf")
+            with pytest.raises(ValueError):
+                model(input_values=bad)
+
+    # -- training ------------------------------------------------------------------------------
+
+    def test_gradients_reach_every_parameter(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config).train()
+        inputs = self.make_inputs(config)
+        labels = 0.1 * torch.randn(inputs.shape[0], len(config.source_names), *inputs.shape[1:])
+        model(input_values=inputs, labels=labels).loss.backward()
+        missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+        assert not missing, f"parameters without gradient: {missing}"
+        not_finite = [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        assert not not_finite, f"parameters with non-finite gradient: {not_finite}"
+        zero = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]
+        assert not zero, f"parameters whose gradient is exactly zero: {zero}"
+
+    def test_init_weights_covers_every_module(self) -> None:
+        model = self.make_model()
+        uncovered = []
+        for name, module in model.named_modules():
+            own = list(module.named_parameters(recurse=False))
+            if not own:
+                continue
+            with torch.no_grad():
+                for _, parameter in own:
+                    parameter.fill_(float("nan"))
+            model._init_weights(module)
+            still_nan = [f"{name}.{p_name}" for p_name, p in own if torch.isnan(p).any()]
+            uncovered.extend(still_nan)
+        assert not uncovered, f"_init_weights leaves these parameters untouched: {uncovered}"
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def test_save_load_round_trip_is_exact(self, tmp_path: Path) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        inputs = self.make_inputs(config)
+        model.save_pretrained(tmp_path)
+        assert (tmp_path / "model.safetensors").is_file()
+        assert not list(tmp_path.glob("*.bin")), "weights must be saved as safetensors"
+        loaded, info = self.model_class.from_pretrained(tmp_path, output_loading_info=True)
+        for key in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            assert not info.get(key), f"{key}: {info.get(key)}"
+        loaded.eval()
+        original_state = model.state_dict()
+        for key, value in loaded.state_dict().items():
+            assert torch.equal(value, original_state[key]), key
+        with torch.no_grad():
+            assert torch.equal(model(input_values=inputs).audio_values, loaded(input_values=inputs).audio_values)
+
+    def test_auto_classes_round_trip(self, tmp_path: Path) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        model.save_pretrained(tmp_path)
+        auto_config = AutoConfig.from_pretrained(tmp_path)
+        assert type(auto_config) is type(config)
+        auto_model = AutoModel.from_pretrained(tmp_path).eval()
+        assert type(auto_model) is self.model_class
+        inputs = self.make_inputs(config)
+        with torch.no_grad():
+            assert torch.equal(model(input_values=inputs).audio_values, auto_model(input_values=inputs).audio_values)
+
+    def test_remote_code_loads_without_demixers(self, tmp_path: Path) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        type(config).register_for_auto_class()
+        self.model_class.register_for_auto_class("AutoModel")
+        try:
+            model.save_pretrained(tmp_path / "model")
+        finally:
+            # registration is a class attribute: undo it so other tests save plain folders
+            type(config)._auto_class = None
+            self.model_class._auto_class = None
+        saved_config = json.loads((tmp_path / "model" / "config.json").read_text())
+        assert "auto_map" in saved_config and "AutoModel" in saved_config["auto_map"]
+        for source in (tmp_path / "model").glob("*.py"):
+            text = source.read_text()
+            assert not re.search(r"^\s*(from|import)\s+demixers\b", text, re.M), f"{source.name} imports demixers"
+            assert not re.search(r"^\s*from\s+\.\.", text, re.M), f"{source.name} uses a parent-relative import"
+
+        inputs = self.make_inputs(config)
+        np.save(tmp_path / "inputs.npy", inputs.numpy())
+        with torch.no_grad():
+            np.save(tmp_path / "expected.npy", model(input_values=inputs).audio_values.numpy())
+        script = _BLOCK_DEMIXERS + textwrap.dedent(
+            f"""
+            import numpy as np, torch
+            from transformers import AutoModel
+            model = AutoModel.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+            assert "demixers" not in type(model).__module__.split(".")[0], type(model).__module__
+            inputs = torch.from_numpy(np.load({str(tmp_path / "inputs.npy")!r}))
+            with torch.no_grad():
+                actual = model(input_values=inputs).audio_values.numpy()
+            expected = np.load({str(tmp_path / "expected.npy")!r})
+            print("MAXDIFF", float(np.abs(actual - expected).max()))
+            """
+        )
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        env["HF_HUB_OFFLINE"] = "1"
+        env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        max_diff = float(result.stdout.split("MAXDIFF")[-1])
+        assert max_diff <= self.remote_code_tolerance
