@@ -64,9 +64,11 @@ def check_finite(array: np.ndarray, name: str = "audio") -> None:
     finite = np.isfinite(array)
     if not finite.all():
         first_bad = tuple(int(i) for i in np.argwhere(~finite)[0])
-        index = first_bad[0] if len(first_bad) == 1 else first_bad
         value = array[first_bad]
-        raise ValueError(f"{name} contains a non-finite sample ({value}) at index {index}")
+        where = f"index {first_bad[-1]}"
+        if len(first_bad) > 1:
+            where += f" (channel {first_bad[-2]})" if len(first_bad) == 2 else f" (position {first_bad})"
+        raise ValueError(f"{name} contains a non-finite sample ({value}) at sample {where}")
 
 
 def check_sampling_rate(sampling_rate: Any, name: str = "sampling_rate") -> int:
