@@ -33,14 +33,24 @@ def test_no_command_prints_help_and_fails(capsys) -> None:
 
 
 def test_version() -> None:
-    result = subprocess.run([sys.executable, "-m", "demixers", "--version"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "demixers", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0
     assert result.stdout.strip() == __version__
 
 
 def test_user_error_is_one_line_without_traceback() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "demixers", "convert", "modelscope-mossformer", "/nonexistent/src", "/tmp/out-x"],
+        [
+            sys.executable,
+            "-m",
+            "demixers",
+            "convert",
+            "modelscope-mossformer",
+            "/nonexistent/src",
+            "/tmp/out-x",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

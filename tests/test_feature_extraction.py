@@ -84,7 +84,14 @@ def test_wrong_sampling_rate_is_rejected() -> None:
             extractor(np.zeros(10, np.float32), sampling_rate=rate)
 
 
-@pytest.mark.parametrize(("kwargs", "field"), [({"feature_size": 0}, "feature_size"), ({"sampling_rate": -1}, "sampling_rate"), ({"channel_policy": "loud"}, "channel_policy")])
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"feature_size": 0}, "feature_size"),
+        ({"sampling_rate": -1}, "sampling_rate"),
+        ({"channel_policy": "loud"}, "channel_policy"),
+    ],
+)
 def test_invalid_constructor_arguments(kwargs, field) -> None:
     with pytest.raises(ValueError, match=field):
         SourceSeparationFeatureExtractor(**kwargs)

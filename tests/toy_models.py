@@ -17,7 +17,6 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 
-
 class ToySplitterConfig(PretrainedConfig):
     model_type = "demixers_toy_splitter"
 
@@ -55,12 +54,15 @@ class ToySplitterForSourceSeparation(PreTrainedModel):
     def _init_weights(self, module: torch.nn.Module) -> None:
         if module is self:
             with torch.no_grad():
-                self.gain_logits.copy_(torch.linspace(-0.5, 0.5, self.gain_logits.numel()).view_as(self.gain_logits))
+                self.gain_logits.copy_(
+                    torch.linspace(-0.5, 0.5, self.gain_logits.numel()).view_as(self.gain_logits)
+                )
 
     def forward(self, input_values: torch.Tensor, labels: torch.Tensor | None = None) -> ToySplitterOutput:
         if input_values.dim() != 3 or input_values.shape[1] != self.config.audio_channels:
             raise ValueError(
-                f"input_values must be (batch, {self.config.audio_channels}, time), got {tuple(input_values.shape)}"
+                f"input_values must be (batch, {self.config.audio_channels}, time), "
+                f"got {tuple(input_values.shape)}"
             )
         if input_values.shape[-1] == 0:
             raise ValueError("input_values has zero samples")
@@ -72,4 +74,3 @@ class ToySplitterForSourceSeparation(PreTrainedModel):
         if labels is not None:
             loss = torch.nn.functional.l1_loss(audio_values, labels)
         return ToySplitterOutput(loss=loss, audio_values=audio_values)
-

@@ -102,7 +102,9 @@ def as_channels_first(waveform: Any, name: str = "audio", time_axis: int | None 
         elif time_axis not in (1, -1):
             raise ValueError(f"time_axis must be 0 or 1 for a 2-D waveform, got {time_axis}")
     else:
-        raise ValueError(f"{name} must be 1-D (time,) or 2-D (channels, time), got shape {tuple(array.shape)}")
+        raise ValueError(
+            f"{name} must be 1-D (time,) or 2-D (channels, time), got shape {tuple(array.shape)}"
+        )
     if array.shape[-1] == 0:
         raise ValueError(f"{name} is empty (zero samples)")
     if array.shape[0] == 0:

@@ -41,7 +41,9 @@ class SourceSeparationFeatureExtractor(SequenceFeatureExtractor):
         check_sampling_rate(sampling_rate)
         if channel_policy not in CHANNEL_POLICIES:
             raise ValueError(f"channel_policy must be one of {CHANNEL_POLICIES}, got {channel_policy!r}")
-        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        super().__init__(
+            feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs
+        )
         self.channel_policy = channel_policy
 
     def __call__(
@@ -68,7 +70,9 @@ class SourceSeparationFeatureExtractor(SequenceFeatureExtractor):
                     f"{self.sampling_rate} Hz; resample it first (the audio-source-separation pipeline does)"
                 )
         if padding not in (True, False, "longest", "max_length", "do_not_pad"):
-            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
+            raise ValueError(
+                f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}"
+            )
 
         items = self._split_batch(raw_audio)
         waveforms = []

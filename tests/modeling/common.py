@@ -67,7 +67,13 @@ class SourceSeparationModelTesterMixin:
         model = self.model_class(config or self.get_config())
         return model.eval()
 
-    def make_inputs(self, config: PretrainedConfig, batch_size: int | None = None, length: int | None = None, seed: int = 0) -> torch.Tensor:
+    def make_inputs(
+        self,
+        config: PretrainedConfig,
+        batch_size: int | None = None,
+        length: int | None = None,
+        seed: int = 0,
+    ) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
         shape = (batch_size or self.batch_size, config.audio_channels, length or self.input_lengths[-1])
         return 0.1 * torch.randn(shape, generator=generator)
@@ -177,9 +183,15 @@ class SourceSeparationModelTesterMixin:
         model(input_values=inputs, labels=labels).loss.backward()
         missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
         assert not missing, f"parameters without gradient: {missing}"
-        not_finite = [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        not_finite = [
+            name
+            for name, p in model.named_parameters()
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        ]
         assert not not_finite, f"parameters with non-finite gradient: {not_finite}"
-        zero = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0]
+        zero = [
+            name for name, p in model.named_parameters() if p.grad is not None and not p.grad.abs().sum() > 0
+        ]
         assert not zero, f"parameters whose gradient is exactly zero: {zero}"
 
     def test_init_weights_covers_every_module(self) -> None:
@@ -214,7 +226,9 @@ class SourceSeparationModelTesterMixin:
         for key, value in loaded.state_dict().items():
             assert torch.equal(value, original_state[key]), key
         with torch.no_grad():
-            assert torch.equal(model(input_values=inputs).audio_values, loaded(input_values=inputs).audio_values)
+            assert torch.equal(
+                model(input_values=inputs).audio_values, loaded(input_values=inputs).audio_values
+            )
 
     def test_auto_classes_round_trip(self, tmp_path: Path) -> None:
         config = self.get_config()
@@ -226,7 +240,9 @@ class SourceSeparationModelTesterMixin:
         assert type(auto_model) is self.model_class
         inputs = self.make_inputs(config)
         with torch.no_grad():
-            assert torch.equal(model(input_values=inputs).audio_values, auto_model(input_values=inputs).audio_values)
+            assert torch.equal(
+                model(input_values=inputs).audio_values, auto_model(input_values=inputs).audio_values
+            )
 
     def test_remote_code_loads_without_demixers(self, tmp_path: Path) -> None:
         config = self.get_config()
@@ -243,8 +259,12 @@ class SourceSeparationModelTesterMixin:
         assert "auto_map" in saved_config and "AutoModel" in saved_config["auto_map"]
         for source in (tmp_path / "model").glob("*.py"):
             text = source.read_text()
-            assert not re.search(r"^\s*(from|import)\s+demixers\b", text, re.M), f"{source.name} imports demixers"
-            assert not re.search(r"^\s*from\s+\.\.", text, re.M), f"{source.name} uses a parent-relative import"
+            assert not re.search(r"^\s*(from|import)\s+demixers\b", text, re.M), (
+                f"{source.name} imports demixers"
+            )
+            assert not re.search(r"^\s*from\s+\.\.", text, re.M), (
+                f"{source.name} uses a parent-relative import"
+            )
 
         inputs = self.make_inputs(config)
         np.save(tmp_path / "inputs.npy", inputs.numpy())

@@ -1,0 +1,226 @@
+"""Peak memory of `demixers separate` against the input's length.
+
+The pipeline streams chunks into one preallocated output array, so peak RSS should grow with the
+input's length only by the input and output arrays themselves. For each length this benchmark
+writes a 16-bit wav at the model's rate, then runs ``demixers separate`` in a fresh subprocess
+(``demixers.cli.main``, in-process there) and reads the peak RSS of that subprocess with
+``resource.getrusage``. It prints a table and writes JSON.
+
+Settings (``--setting``):
+
+* ``speech``: a tiny random MossFormer (8 kHz mono, 2 speakers), the speech defaults
+  (8 s chunks, 50 % overlap) unless ``--segment``/``--overlap`` say otherwise;
+* ``music``: the exactly additive toy model of ``tests/toy_models.py`` at 44.1 kHz stereo with 4
+  stems (the music defaults, 10 s chunks, 25 % overlap): its input and output arrays are ~8x the
+  speech ones, so the raw ratio shows their share while ``overhead`` (peak minus those arrays)
+  shows what chunking itself costs.
+
+Usage::
+
+    python benchmarks/bench_pipeline_memory.py                       # speech and music, 1 and 10 min
+    python benchmarks/bench_pipeline_memory.py --setting speech --minutes 1 10 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {
+    "speech": {"sampling_rate": 8000, "channels": 1, "sources": 2},
+    "music": {"sampling_rate": 44100, "channels": 2, "sources": 4},
+}
+
+
+def build_model(setting: str, folder: Path) -> str:
+    import torch
+
+    import demixers
+
+    torch.manual_seed(0)
+    if setting == "speech":
+        config = demixers.MossFormerConfig(
+            encoder_kernel_size=16,
+            encoder_stride=8,
+            encoder_channels=32,
+            hidden_size=32,
+            num_hidden_layers=1,
+            group_size=64,
+            query_key_dim=16,
+            expansion_factor=2.0,
+            conv_kernel_size=5,
+            max_rotary_dim=8,
+        )
+        model = demixers.MossFormerForSourceSeparation(config)
+    else:
+        sys.path.insert(0, str(ROOT))
+        from tests.toy_models import ToySplitterConfig, ToySplitterForSourceSeparation
+
+        config = ToySplitterConfig(
+            sampling_rate=44100, audio_channels=2, source_names=["drums", "bass", "other", "vocals"]
+        )
+        model = ToySplitterForSourceSeparation(config)
+    model.eval().save_pretrained(folder)
+    return str(folder)
+
+
+def write_input(path: Path, minutes: float, sampling_rate: int, channels: int) -> int:
+    """A 16-bit wav of band-limited noise plus tones, written block by block."""
+    import soundfile
+
+    total = int(minutes * 60 * sampling_rate)
+    rng = np.random.default_rng(0)
+    block = sampling_rate * 10
+    with soundfile.SoundFile(
+        path, "w", samplerate=sampling_rate, channels=channels, subtype="PCM_16"
+    ) as handle:
+        for start in range(0, total, block):
+            n = min(block, total - start)
+            t = (start + np.arange(n)) / sampling_rate
+            tone = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1250 * t)
+            noise = 0.05 * rng.standard_normal((n, channels))
+            handle.write((tone[:, None] + noise).astype(np.float32))
+    return total
+
+
+def child(args: argparse.Namespace) -> None:
+    """Runs in the measured subprocess: separate one file through the CLI, report peak RSS."""
+    sys.path.insert(0, str(ROOT))
+    from transformers import pipeline  # noqa: F401
+
+    import demixers
+
+    if args.setting == "music":
+        from tests.toy_models import ToySplitterConfig, ToySplitterForSourceSeparation
+
+        demixers.register_model_family(ToySplitterConfig, ToySplitterForSourceSeparation)
+    from demixers.cli import main
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    argv = ["separate", args.input, "-m", args.model, "-o", args.output_dir, "-q", "--overwrite"]
+    for option in ("segment", "overlap", "batch_size"):
+        value = getattr(args, option)
+        if value is not None:
+            argv += [f"--{option.replace('_', '-')}", str(value)]
+    start = time.perf_counter()
+    code = main(argv)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"exit_code": code, "baseline_kib": baseline, "peak_kib": peak, "seconds": seconds}))
+
+
+def parent(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as scratch:
+        scratch_path = Path(scratch)
+        for setting in args.setting:
+            spec = SETTINGS[setting]
+            model = build_model(setting, scratch_path / f"model_{setting}")
+            for minutes in args.minutes:
+                audio = scratch_path / f"{setting}_{minutes:g}min.wav"
+                samples = write_input(audio, minutes, spec["sampling_rate"], spec["channels"])
+                command = [
+                    sys.executable, __file__, "--child", "--setting", setting, "--input", str(audio),
+                    "--model", model, "--output-dir", str(scratch_path / "out"),
+                ]  # fmt: skip
+                for option in ("segment", "overlap", "batch_size"):
+                    value = getattr(args, option)
+                    if value is not None:
+                        command += [f"--{option.replace('_', '-')}", str(value)]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+                result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+                if result.returncode != 0:
+                    sys.exit(f"child failed for {setting} {minutes} min:\n{result.stderr[-3000:]}")
+                report = json.loads(result.stdout.strip().splitlines()[-1])
+                if report["exit_code"] != 0:
+                    sys.exit(
+                        f"demixers separate failed for {setting} {minutes} min:\n{result.stderr[-3000:]}"
+                    )
+                input_mib = samples * spec["channels"] * 4 / 2**20
+                output_mib = input_mib * spec["sources"]
+                peak_mib = report["peak_kib"] / 1024
+                rows.append(
+                    {
+                        "setting": setting,
+                        "minutes": minutes,
+                        "samples": samples,
+                        "baseline_mib": round(report["baseline_kib"] / 1024, 1),
+                        "peak_rss_mib": round(peak_mib, 1),
+                        "input_array_mib": round(input_mib, 1),
+                        "output_array_mib": round(output_mib, 1),
+                        "overhead_mib": round(peak_mib - input_mib - output_mib, 1),
+                        "seconds": round(report["seconds"], 2),
+                    }
+                )
+                print(
+                    f"  {setting} {minutes:g} min: peak {peak_mib:.0f} MiB in {report['seconds']:.1f} s",
+                    flush=True,
+                )
+
+    for setting in args.setting:
+        mine = [row for row in rows if row["setting"] == setting]
+        shortest, longest = mine[0], mine[-1]
+        for row in mine:
+            row["peak_ratio_to_shortest"] = round(row["peak_rss_mib"] / shortest["peak_rss_mib"], 3)
+            row["overhead_ratio_to_shortest"] = round(row["overhead_mib"] / shortest["overhead_mib"], 3)
+        print(
+            f"{setting}: peak RSS ratio {longest['minutes']:g} min / {shortest['minutes']:g} min = "
+            f"{longest['peak_rss_mib'] / shortest['peak_rss_mib']:.3f}; excluding the input/output arrays "
+            f"{longest['overhead_mib'] / shortest['overhead_mib']:.3f}"
+        )
+
+    header = ["setting", "minutes", "baseline_mib", "peak_rss_mib", "input_array_mib", "output_array_mib",
+              "overhead_mib", "peak_ratio_to_shortest", "overhead_ratio_to_shortest", "seconds"]  # fmt: skip
+    print()
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for row in rows:
+        print(" | ".join(str(row[key]) for key in header))
+    payload = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "segment": args.segment,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--setting", nargs="+", choices=sorted(SETTINGS), default=["speech", "music"])
+    parser.add_argument("--minutes", nargs="+", type=float, default=[1.0, 10.0])
+    parser.add_argument("--segment", type=float, default=None)
+    parser.add_argument("--overlap", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_memory.json")
+    # internal: the measured subprocess
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--output-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.setting = args.setting[0]
+        child(args)
+    else:
+        parent(args)
+
+
+if __name__ == "__main__":
+    main()

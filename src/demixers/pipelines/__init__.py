@@ -1,0 +1,3 @@
+from .audio_source_separation import AudioSourceSeparationPipeline
+
+__all__ = ["AudioSourceSeparationPipeline"]

@@ -1,0 +1,293 @@
+"""The ``audio-source-separation`` pipeline: any waveform in, one waveform per source out.
+
+Inputs (one item, or a list/tuple/generator of items):
+
+* a path (``str`` or ``pathlib.Path``) or encoded bytes of any format soundfile decodes (wav
+  8/16/24/32-bit int and float, flac, ogg, mp3); URLs are refused, nothing is downloaded;
+* a numpy array / torch tensor ``(time,)`` or ``(channels, time)`` with ``sampling_rate=``; a 2-D
+  array with more rows than columns is ambiguous and needs ``time_axis=0`` (``(time, channels)``)
+  or ``time_axis=1``; integer PCM is scaled to [-1, 1], float64/float16 are cast to float32;
+* a dict ``{"array" | "raw": waveform, "sampling_rate": int}`` as ``datasets`` yields it (or
+  ``{"bytes" | "path": ...}`` for undecoded ``datasets`` audio), or a decoder object with
+  ``get_all_samples()`` (``datasets`` >= 4 with torchcodec).
+
+A list of plain numbers is one mono waveform; any other list is a batch of items, separated one
+after the other (``batch_size`` is the number of *chunks* per forward pass, see below).
+
+Each item becomes a list ``[{"label": source_name, "audio": float32 (channels, time),
+"sampling_rate": int}, ...]`` in ``model.config.source_names`` order, with the model's number
+of channels. Audio is resampled to the model's rate and, by default (``resample_output=True``),
+back to the input's rate, with exactly the input's length. Channels follow
+`demixers.audio_utils.match_channels` (mono into a stereo model is duplicated, stereo into a mono
+model averaged, anything else needs ``channel_policy="mean"`` or ``"first"``).
+
+Long inputs are separated chunk by chunk with overlap-add (`demixers.pipelines.chunking`):
+``segment`` (seconds), ``overlap`` (fraction), ``batch_size`` (chunks per forward), ``shifts``
+and ``seed`` (random time-shift augmentation for fixed-order models) and ``progress`` (a tqdm bar
+on stderr). Defaults come from the model config (``segment``, ``overlap``), else per family:
+8 s / 0.5 for permutation-invariant (speech) models and 10 s / 0.25 otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Pipeline
+
+from ..audio_utils import CHANNEL_POLICIES, as_channels_first, check_sampling_rate, match_channels
+from ..feature_extraction_separation import SourceSeparationFeatureExtractor
+from .audio_io import read_audio, resample
+from .chunking import count_chunks, resolve_chunk_settings, separate_chunked
+
+# Errors re-raised with the failing item's position when a list of inputs is separated.
+_ITEM_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError)
+
+
+class AudioSourceSeparationPipeline(Pipeline):
+    """Separate a mixture into the sources named by ``model.config.source_names``."""
+
+    _load_processor = False
+    _load_image_processor = False
+    _load_video_processor = False
+    _load_feature_extractor = None
+    _load_tokenizer = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.model.config
+        for field in ("sampling_rate", "audio_channels", "source_names"):
+            if not hasattr(config, field):
+                raise ValueError(
+                    f"{type(config).__name__} has no `{field}`: the audio-source-separation pipeline needs "
+                    "a demixers model (config.sampling_rate, config.audio_channels, config.source_names)"
+                )
+        if self.feature_extractor is None:
+            self.feature_extractor = SourceSeparationFeatureExtractor(
+                feature_size=config.audio_channels, sampling_rate=config.sampling_rate
+            )
+
+    def __call__(self, inputs: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
+        """Separate one item (returns its list of stems) or several (returns one list per item).
+
+        ``batch_size`` is the number of chunks per forward pass (also settable when the pipeline
+        is built); it does not mix different items in one forward.
+        """
+        batch_size = self._batch_size if batch_size is None else batch_size
+        if batch_size is not None:
+            kwargs["chunk_batch_size"] = batch_size
+        if isinstance(inputs, (list, tuple)) and _is_sample_list(inputs):
+            inputs = np.asarray(inputs)  # one mono waveform, not a batch of items
+        elif isinstance(inputs, (list, tuple)):
+            if not inputs:
+                raise ValueError("no inputs: the list of audio items is empty")
+            return [self._call_item(item, f"inputs[{index}]", kwargs) for index, item in enumerate(inputs)]
+        if isinstance(inputs, (types.GeneratorType, torch.utils.data.Dataset)):
+            return (self._call_item(item, f"inputs[{index}]", kwargs) for index, item in enumerate(inputs))
+        return super().__call__(inputs, **kwargs)
+
+    def _call_item(self, item: Any, name: str, kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            if isinstance(item, (list, tuple)):  # inside a batch, a list is one waveform
+                item = np.asarray(item)
+            return super().__call__(item, **kwargs)
+        except _ITEM_ERRORS as error:
+            message = str(error)
+            if isinstance(item, (str, os.PathLike)) and os.fspath(item) in message:
+                raise
+            try:
+                renamed = type(error)(f"{name}: {message}")
+            except Exception:  # an exception type with a different constructor: keep it as it is
+                raise error from None
+            raise renamed from error
+
+    def _sanitize_parameters(
+        self,
+        sampling_rate: int | None = None,
+        time_axis: int | None = None,
+        channel_policy: str | None = None,
+        resample_output: bool | None = None,
+        segment: float | None = None,
+        overlap: float | None = None,
+        chunk_batch_size: int | None = None,
+        shifts: int | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        if kwargs:
+            raise TypeError(f"unexpected argument(s) for audio-source-separation: {sorted(kwargs)}")
+        preprocess_params: dict[str, Any] = {}
+        forward_params: dict[str, Any] = {}
+        postprocess_params: dict[str, Any] = {}
+        if sampling_rate is not None:
+            preprocess_params["sampling_rate"] = check_sampling_rate(sampling_rate)
+        if time_axis is not None:
+            if time_axis not in (0, 1, -1, -2):
+                raise ValueError(f"time_axis must be 0 or 1, got {time_axis!r}")
+            preprocess_params["time_axis"] = time_axis
+        if channel_policy is not None:
+            if channel_policy not in CHANNEL_POLICIES:
+                raise ValueError(f"channel_policy must be one of {CHANNEL_POLICIES}, got {channel_policy!r}")
+            preprocess_params["channel_policy"] = channel_policy
+        if resample_output is not None:
+            postprocess_params["resample_output"] = bool(resample_output)
+        chunking = {
+            "segment": segment,
+            "overlap": overlap,
+            "batch_size": chunk_batch_size,
+            "shifts": shifts,
+            "seed": seed,
+        }
+        chunking = {key: value for key, value in chunking.items() if value is not None}
+        resolve_chunk_settings(self.model.config, **chunking)  # validate now, before any work
+        forward_params.update(chunking)
+        if progress is not None:
+            forward_params["progress"] = bool(progress)
+        return preprocess_params, forward_params, postprocess_params
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def preprocess(
+        self,
+        inputs: Any,
+        sampling_rate: int | None = None,
+        time_axis: int | None = None,
+        channel_policy: str = "auto",
+    ) -> dict[str, Any]:
+        waveform, input_rate = decode_input(inputs, sampling_rate=sampling_rate, time_axis=time_axis)
+        input_length = waveform.shape[-1]
+        config = self.model.config
+        waveform = resample(waveform, input_rate, config.sampling_rate)
+        waveform = match_channels(waveform, config.audio_channels, channel_policy)
+        # numpy, not torch: the base class moves tensors to the model's device, and the whole
+        # waveform must stay in host memory (only chunks go to the device).
+        return {"waveform": waveform, "input_rate": input_rate, "input_length": input_length}
+
+    def _forward(
+        self,
+        model_inputs: dict[str, Any],
+        segment: float | None = None,
+        overlap: float | None = None,
+        batch_size: int | None = None,
+        shifts: int | None = None,
+        seed: int | None = None,
+        progress: bool = False,
+    ) -> dict[str, Any]:
+        config = self.model.config
+        settings = resolve_chunk_settings(
+            config, segment=segment, overlap=overlap, batch_size=batch_size, shifts=shifts, seed=seed
+        )
+        waveform = model_inputs.pop("waveform")
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = count_chunks(waveform.shape[-1], config.sampling_rate, settings)
+            bar = tqdm(total=total, unit="chunk", file=sys.stderr, disable=total <= 1, leave=False)
+        try:
+            sources = separate_chunked(
+                self._separate_chunks,
+                waveform,
+                num_sources=len(config.source_names),
+                sampling_rate=config.sampling_rate,
+                settings=settings,
+                progress=bar.update if bar is not None else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        return {"sources": sources, **model_inputs}
+
+    def _separate_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
+        """Model forward on a batch of chunks ``(chunks, channels, time)`` through the feature extractor."""
+        config = self.model.config
+        features = self.feature_extractor(
+            chunks.numpy(), sampling_rate=config.sampling_rate, return_tensors="pt", time_axis=1
+        )
+        input_values = features["input_values"].to(self.device, dtype=self._model_dtype())
+        return self.model(input_values=input_values).audio_values
+
+    def postprocess(
+        self, model_outputs: dict[str, Any], resample_output: bool = True
+    ) -> list[dict[str, Any]]:
+        config = self.model.config
+        sources = model_outputs.pop("sources")  # float32 (sources, channels, time) at the model rate
+        input_rate = int(model_outputs["input_rate"])
+        output_rate = input_rate if resample_output else config.sampling_rate
+        stems = []
+        for name, source in zip(config.source_names, sources, strict=True):
+            audio = resample(source, config.sampling_rate, output_rate)
+            if output_rate == input_rate:
+                audio = _fit_length(audio, int(model_outputs["input_length"]))
+            stems.append(
+                {
+                    "label": name,
+                    "audio": np.ascontiguousarray(audio, dtype=np.float32),
+                    "sampling_rate": output_rate,
+                }
+            )
+        return stems
+
+    def _model_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def _is_sample_list(inputs: list[Any] | tuple[Any, ...]) -> bool:
+    """A non-empty list of plain numbers is one mono waveform, not a batch of items."""
+    return bool(inputs) and all(
+        isinstance(x, (int, float, np.number)) and not isinstance(x, bool) for x in inputs
+    )
+
+
+def decode_input(
+    inputs: Any, sampling_rate: int | None = None, time_axis: int | None = None, name: str = "audio"
+) -> tuple[np.ndarray, int]:
+    """Turn any supported pipeline input into float32 ``(channels, time)`` and its rate."""
+    if isinstance(inputs, (str, os.PathLike)):
+        if isinstance(inputs, str) and inputs.startswith(("http://", "https://", "ftp://")):
+            raise ValueError(f"{inputs}: demixers does not fetch URLs; download the file and pass its path")
+        return read_audio(inputs)
+    if isinstance(inputs, (bytes, bytearray, memoryview)):
+        return read_audio(inputs, name="audio bytes" if name == "audio" else name)
+    if isinstance(inputs, dict):
+        keys = [key for key in ("array", "raw") if key in inputs]
+        if not keys:
+            # undecoded `datasets` audio: {"bytes": b"...", "path": "..."}
+            if inputs.get("bytes") is not None:
+                return read_audio(inputs["bytes"], name=str(inputs.get("path") or "audio bytes"))
+            if inputs.get("path") is not None:
+                return decode_input(inputs["path"])
+        if len(keys) != 1 or "sampling_rate" not in inputs:
+            raise ValueError(
+                "a dict input needs exactly one of 'array' or 'raw' and a 'sampling_rate' "
+                f"(or 'bytes'/'path'), got keys {sorted(inputs)}"
+            )
+        if sampling_rate is not None and sampling_rate != inputs["sampling_rate"]:
+            raise ValueError(
+                f"sampling_rate={sampling_rate} disagrees with the input dict's "
+                f"sampling_rate={inputs['sampling_rate']}"
+            )
+        rate = check_sampling_rate(inputs["sampling_rate"], name=f"{name}['sampling_rate']")
+        return decode_input(inputs[keys[0]], sampling_rate=rate, time_axis=time_axis, name=name)
+    if hasattr(inputs, "get_all_samples"):
+        # datasets >= 4 yields torchcodec AudioDecoder objects: samples.data is (channels, time)
+        samples = inputs.get_all_samples()
+        rate = check_sampling_rate(samples.sample_rate, name=f"{name} sample_rate")
+        return as_channels_first(samples.data, name=name, time_axis=1), rate
+    if sampling_rate is None:
+        raise ValueError(
+            f"{name}: an array input needs sampling_rate= (the rate the samples were recorded at)"
+        )
+    rate = check_sampling_rate(sampling_rate)
+    return as_channels_first(inputs, name=name, time_axis=time_axis), rate
+
+
+def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
+    if audio.shape[-1] >= length:
+        return audio[..., :length]
+    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, length - audio.shape[-1])])

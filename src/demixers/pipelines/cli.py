@@ -1,0 +1,319 @@
+"""``demixers separate``: separate audio files into one file per source.
+
+For every ``INPUT`` the stems are written to ``OUTDIR/<input stem>/<label>.<ext>`` with the
+labels of the model's ``config.source_names``, at the input's sampling rate and length.
+
+* Formats: ``wav`` (``--bit-depth`` 16 or 24: integer PCM; 32: 32-bit float), ``flac`` (16 or
+  24) and ``mp3`` (320 kbps through ``lameenc``, the ``demixers[mp3]`` extra).
+* Clipping: integer formats (16/24-bit wav and flac, mp3) cannot hold samples beyond [-1, 1].
+  When any stem of a file exceeds that range, **all stems of that file are rescaled together by
+  the same factor** (the largest peak maps to full scale) and a warning is printed, so the stems
+  keep their balance and still add up to a (scaled) mixture. 32-bit float wav keeps such values
+  unchanged.
+* Safety: each stem is written to a temporary name in its output folder and renamed into place
+  once every stem of that input is written, so an interrupted run never leaves a truncated stem
+  (and leaves no temporary file). Existing outputs are never replaced without ``--overwrite``;
+  this is checked before separating.
+* Several inputs: each failing input is reported on one line and nothing is written for it; the
+  others are still separated. The exit code is 0 when all inputs succeeded, 1 when any failed and
+  2 for a usage error (bad option, no model).
+* A tqdm progress bar over chunks is shown on stderr for inputs longer than one chunk, when
+  stderr is a terminal and ``--quiet`` is not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+# The model used when -m is not given. No model ships with demixers yet: this is the one place
+# where the bundled default will be plugged in.
+DEFAULT_MODEL: str | None = None
+NO_DEFAULT_MODEL_MESSAGE = "no default model is bundled yet; pass -m MODEL (a model folder or a Hub model id)"
+
+FORMATS = ("wav", "flac", "mp3")
+BIT_DEPTHS = (16, 24, 32)
+DEFAULT_BIT_DEPTH = 16
+# soundfile subtype per (format, bit depth)
+SUBTYPES = {
+    ("wav", 16): "PCM_16",
+    ("wav", 24): "PCM_24",
+    ("wav", 32): "FLOAT",
+    ("flac", 16): "PCM_16",
+    ("flac", 24): "PCM_24",
+}
+MP3_BIT_RATE = 320
+MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+DEVICES = ("cpu", "cuda", "mps")
+
+# Per-input failures that are reported on one line while the other inputs go on.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, RuntimeError)
+
+_EPILOG = """\
+output: OUTDIR/<input stem>/<label>.<ext>, one file per source of the model.
+
+clipping: 16/24-bit wav, flac and mp3 cannot hold samples beyond [-1, 1]; when a file's stems
+exceed it, all stems of that file are rescaled together by the same factor (with a warning).
+32-bit wav is float and keeps such values.
+
+exit status: 0 all inputs separated, 1 some input failed (each reported on one line, nothing
+written for it), 2 usage error."""
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _EPILOG
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="audio file(s) in any format soundfile reads"
+    )
+    parser.add_argument(
+        "-m",
+        "--model",
+        default=None,
+        help="model folder or Hub model id (required: no default model is bundled yet)",
+    )
+    parser.add_argument(
+        "-o", "--output-dir", required=True, type=Path, metavar="OUTDIR", help="where stems are written"
+    )
+    parser.add_argument("--format", choices=FORMATS, default="wav", help="output format (default: wav)")
+    parser.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=BIT_DEPTHS,
+        default=None,
+        help=f"wav: 16/24-bit integer or 32-bit float; flac: 16/24 (default: {DEFAULT_BIT_DEPTH}); "
+        "not for mp3",
+    )
+    parser.add_argument(
+        "--device", choices=DEVICES, default="cpu", help="where the model runs (default: cpu)"
+    )
+    parser.add_argument(
+        "--segment", type=float, default=None, help="chunk length in seconds (default: from the model)"
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help="overlap between chunks, fraction in [0, 1) (default: from the model)",
+    )
+    parser.add_argument(
+        "--shifts",
+        type=int,
+        default=0,
+        help="random time-shift augmentation passes, music models (default: 0)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="chunks per forward pass (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --shifts offsets (default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file messages")
+
+
+def run(args: argparse.Namespace) -> int:
+    model_id = args.model or DEFAULT_MODEL
+    if model_id is None:
+        raise ValueError(NO_DEFAULT_MODEL_MESSAGE)
+    bit_depth = _check_format(args.format, args.bit_depth)
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise NotADirectoryError(f"{args.output_dir}: the output path exists and is not a directory")
+    device = _check_device(args.device)
+
+    import demixers  # noqa: F401  (registers the task and the model families)
+
+    from .chunking import resolve_chunk_settings
+
+    separator = _load_pipeline(str(model_id), device)
+    config = separator.model.config
+    call_kwargs: dict[str, Any] = {
+        "segment": args.segment,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "shifts": args.shifts,
+        "seed": args.seed,
+    }
+    call_kwargs = {key: value for key, value in call_kwargs.items() if value is not None}
+    resolve_chunk_settings(config, **call_kwargs)  # option errors now, once, not per input
+    call_kwargs["progress"] = not args.quiet and sys.stderr.isatty()
+
+    failures = 0
+    claimed: dict[Path, str] = {}
+    for source in args.inputs:
+        try:
+            folder = args.output_dir / Path(source).stem
+            if folder in claimed:
+                raise ValueError(f"{source}: its output folder {folder} is already used by {claimed[folder]}")
+            claimed[folder] = source
+            targets = [folder / f"{label}.{args.format}" for label in config.source_names]
+            _check_input_and_targets(source, targets, args.overwrite)
+            stems = separator(source, **call_kwargs)
+            write_stems(stems, targets, args.format, bit_depth, name=source)
+        except INPUT_ERRORS as error:
+            failures += 1
+            print(f"demixers separate: error: {_one_line(error, source)}", file=sys.stderr)
+            continue
+        if not args.quiet:
+            print(f"{source} -> {folder}{os.sep} ({len(targets)} stems)")
+    return 1 if failures else 0
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _check_format(fmt: str, bit_depth: int | None) -> int | None:
+    if fmt == "mp3":
+        if bit_depth is not None:
+            raise ValueError("--bit-depth does not apply to mp3 (always 16-bit PCM into a 320 kbps encoder)")
+        try:
+            import lameenc  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "mp3 output needs the lameenc package: pip install 'demixers[mp3]' (or use --format wav/flac)"
+            ) from None
+        return None
+    bit_depth = DEFAULT_BIT_DEPTH if bit_depth is None else bit_depth
+    if (fmt, bit_depth) not in SUBTYPES:
+        raise ValueError(
+            f"--format {fmt} does not support --bit-depth {bit_depth} (FLAC stores 16 or 24 bits)"
+        )
+    return bit_depth
+
+
+def _check_device(device: str) -> str:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: no MPS device is available here")
+    return device
+
+
+def _load_pipeline(model_id: str, device: str) -> Any:
+    from transformers import pipeline
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # keep stderr for our progress bar and errors
+    try:
+        return pipeline("audio-source-separation", model=model_id, device=device)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"could not load model {model_id!r}: {first_line}") from None
+
+
+def _check_input_and_targets(source: str, targets: list[Path], overwrite: bool) -> None:
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{source}: no such file")
+    if overwrite:
+        return
+    existing = [str(target) for target in targets if target.exists()]
+    if existing:
+        raise FileExistsError(
+            f"{source}: output {', '.join(existing)} already exist{'s' if len(existing) == 1 else ''} "
+            "(pass --overwrite to replace)"
+        )
+
+
+def _one_line(error: BaseException, source: str) -> str:
+    message = " ".join(str(error).split()) or type(error).__name__
+    return message if source in message else f"{source}: {message}"
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def prevent_clipping(stems: list[dict[str, Any]], name: str = "audio") -> tuple[list[Any], float]:
+    """Scale all stems of one input, in place, by one factor so that every sample is within [-1, 1].
+
+    Returns the (possibly) scaled arrays and the factor (1.0 when nothing exceeded full scale).
+    """
+    import numpy as np
+
+    arrays = [stem["audio"] for stem in stems]
+    # max and -min instead of abs(): no temporary copy of a long stem
+    peak = max((max(float(audio.max()), -float(audio.min())) for audio in arrays if audio.size), default=0.0)
+    if peak <= 1.0:
+        return arrays, 1.0
+    factor = 1.0 / peak
+    print(
+        f"demixers separate: warning: {name}: stems peak at {peak:.3f}, beyond [-1, 1]; all stems of this "
+        f"input were scaled together by {factor:.4f} to avoid clipping",
+        file=sys.stderr,
+    )
+    for audio in arrays:  # in place: a second copy of every stem would double the memory
+        audio *= np.float32(factor)
+        np.clip(audio, -1.0, 1.0, out=audio)  # float rounding only
+    return arrays, factor
+
+
+def write_stems(
+    stems: list[dict[str, Any]], targets: list[Path], fmt: str, bit_depth: int | None, name: str = "audio"
+) -> None:
+    """Write every stem to its target, all-or-nothing: temporary names first, then renames."""
+    arrays = [stem["audio"] for stem in stems]
+    sampling_rate = int(stems[0]["sampling_rate"])
+    if fmt == "mp3":
+        channels = arrays[0].shape[0]
+        if channels > 2:
+            raise ValueError(
+                f"{name}: mp3 holds 1 or 2 channels, the stems have {channels}; use --format wav or flac"
+            )
+        if sampling_rate not in MP3_SAMPLE_RATES:
+            raise ValueError(
+                f"{name}: mp3 does not support {sampling_rate} Hz "
+                f"(supported: {', '.join(map(str, MP3_SAMPLE_RATES))})"
+            )
+    if fmt == "mp3" or SUBTYPES[(fmt, bit_depth)] != "FLOAT":
+        arrays, _ = prevent_clipping(stems, name)
+
+    folder = targets[0].parent
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[Path, Path]] = []
+    try:
+        for audio, target in zip(arrays, targets, strict=True):
+            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+            written.append((temporary, target))
+            if fmt == "mp3":
+                temporary.write_bytes(_encode_mp3(audio, sampling_rate))
+            else:
+                _write_soundfile(temporary, audio, sampling_rate, fmt, SUBTYPES[(fmt, bit_depth)])
+        for temporary, target in written:
+            os.replace(temporary, target)
+    except BaseException:
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _write_soundfile(
+    path: Path, audio: Any, sampling_rate: int, fmt: str, subtype: str, block: int = 1 << 16
+) -> None:
+    """Write ``(channels, time)`` block by block (no transposed copy of the whole stem)."""
+    import soundfile
+
+    with soundfile.SoundFile(
+        str(path), "w", samplerate=sampling_rate, channels=audio.shape[0], subtype=subtype, format=fmt.upper()
+    ) as handle:
+        for start in range(0, audio.shape[-1], block):
+            handle.write(audio[:, start : start + block].T)
+
+
+def _encode_mp3(audio: Any, sampling_rate: int) -> bytes:
+    import lameenc
+    import numpy as np
+
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(MP3_BIT_RATE)
+    encoder.set_in_sample_rate(sampling_rate)
+    encoder.set_channels(pcm.shape[0])
+    encoder.set_quality(2)
+    return bytes(encoder.encode(np.ascontiguousarray(pcm.T).tobytes()) + encoder.flush())

@@ -1,0 +1,177 @@
+"""Numbers for the overlap-add engine itself (no model loading)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from demixers.pipelines.chunking import (
+    ChunkSettings,
+    best_permutation,
+    chunk_layout,
+    count_chunks,
+    is_permutation_invariant,
+    resolve_chunk_settings,
+    separate_chunked,
+)
+
+
+def settings(**overrides) -> ChunkSettings:
+    values = dict(
+        segment=1.0, overlap=0.25, batch_size=1, shifts=0, seed=0, max_shift=0.5, permutation_invariant=False
+    )
+    values.update(overrides)
+    return ChunkSettings(**values)
+
+
+def identity_forward(sources: int):
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return batch[:, None].repeat(1, sources, 1, 1) / sources
+
+    return forward
+
+
+@pytest.mark.parametrize(
+    ("total", "chunk", "overlap"),
+    [(1000, 100, 0.25), (1001, 100, 0.5), (999, 128, 0.75), (50, 100, 0.25), (100, 100, 0.0)],
+)
+def test_layout_covers_input_with_full_chunks(total: int, chunk: int, overlap: float) -> None:
+    length, offsets = chunk_layout(total, chunk, overlap)
+    assert length == min(chunk, total)
+    assert offsets[0] == 0 and offsets[-1] + length == total
+    assert all(b > a for a, b in itertools.pairwise(offsets))
+    covered = np.zeros(total, dtype=bool)
+    for offset in offsets:
+        covered[offset : offset + length] = True
+    assert covered.all()
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.1, 0.25, 0.5, 0.8])
+def test_constant_and_random_signals_pass_unchanged_through_the_cross_fade(overlap: float) -> None:
+    rng = np.random.default_rng(0)
+    for waveform in (
+        np.full((2, 10_007), 0.5, dtype=np.float32),
+        rng.standard_normal((2, 10_007)).astype(np.float32),
+    ):
+        out = separate_chunked(identity_forward(2), waveform, 2, 1000, settings(segment=1.3, overlap=overlap))
+        assert out.shape == (2, 2, 10_007) and out.dtype == np.float32
+        np.testing.assert_allclose(out.sum(axis=0), waveform, atol=2e-6)
+        np.testing.assert_allclose(out[0], out[1], atol=0)
+
+
+def test_batch_size_does_not_change_the_result() -> None:
+    rng = np.random.default_rng(1)
+    waveform = rng.standard_normal((1, 7_777)).astype(np.float32)
+
+    def nonlinear(batch: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.tanh(3 * batch), batch - torch.tanh(3 * batch)], dim=1)
+
+    single = separate_chunked(nonlinear, waveform, 2, 1000, settings(segment=0.9, batch_size=1))
+    for batch_size in (2, 3, 64):
+        batched = separate_chunked(nonlinear, waveform, 2, 1000, settings(segment=0.9, batch_size=batch_size))
+        np.testing.assert_allclose(batched, single, atol=1e-6)
+
+
+def test_shifts_are_seeded_and_leave_the_global_rngs_alone() -> None:
+    waveform = np.random.default_rng(2).standard_normal((1, 5_000)).astype(np.float32)
+
+    def positional(batch: torch.Tensor) -> torch.Tensor:
+        ramp = torch.linspace(0.5, 1.5, batch.shape[-1])
+        return torch.stack([batch * ramp, batch * (2 - ramp)], dim=1)
+
+    torch_state, py_state, np_state = torch.random.get_rng_state(), random.getstate(), np.random.get_state()
+    first = separate_chunked(positional, waveform, 2, 1000, settings(shifts=3, seed=7))
+    second = separate_chunked(positional, waveform, 2, 1000, settings(shifts=3, seed=7))
+    other = separate_chunked(positional, waveform, 2, 1000, settings(shifts=3, seed=8))
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert random.getstate() == py_state
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state, strict=True))
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(first - other).max() > 1e-3
+    # a time-invariant model is unaffected by the shifts: the delays are undone exactly
+    plain = separate_chunked(identity_forward(2), waveform, 2, 1000, settings())
+    shifted = separate_chunked(identity_forward(2), waveform, 2, 1000, settings(shifts=4, seed=3))
+    np.testing.assert_allclose(shifted, plain, atol=2e-6)
+    # delays longer than a chunk (whole chunks of zero prefix) are handled too
+    tiny_chunks = settings(segment=0.1, shifts=3, seed=3, max_shift=0.5)
+    np.testing.assert_allclose(
+        separate_chunked(identity_forward(2), waveform, 2, 1000, tiny_chunks), plain, atol=2e-6
+    )
+    assert count_chunks(5_000, 1000, settings(shifts=3, seed=7)) >= 3 * len(
+        chunk_layout(5_000, 1000, 0.25)[1]
+    )
+
+
+def test_best_permutation_recovers_known_orders() -> None:
+    rng = np.random.default_rng(3)
+    for sources in (2, 3, 4, 9):
+        reference = rng.standard_normal((sources, 1, 400))
+        for _ in range(5):
+            perm = rng.permutation(sources)
+            estimate = reference[perm] + 0.01 * rng.standard_normal(reference.shape)
+            found = best_permutation(reference, estimate)
+            np.testing.assert_array_equal(estimate[list(found)], estimate[np.argsort(perm)])
+    # proportional sources (the additive toy's outputs) keep their order; silence keeps identity
+    x = rng.standard_normal((1, 100))
+    assert best_permutation(np.stack([0.2 * x, 0.8 * x]), np.stack([0.2 * x, 0.8 * x])) == (0, 1)
+    assert best_permutation(np.zeros((3, 1, 10)), np.zeros((3, 1, 10))) == (0, 1, 2)
+
+
+def test_silent_chunks_skip_the_model_and_stay_silent() -> None:
+    calls = []
+
+    def nan_on_silence(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(batch.shape[0])
+        scale = batch.abs().amax(dim=-1, keepdim=True)
+        return torch.stack([batch / scale, batch / scale], dim=1)  # NaN for an all-zero chunk
+
+    out = separate_chunked(nan_on_silence, np.zeros((1, 4_000), dtype=np.float32), 2, 1000, settings())
+    assert calls == [] and not np.any(out)
+    with pytest.raises(RuntimeError, match="NaN/Inf"):
+        waveform = np.zeros((1, 4_000), dtype=np.float32)
+        waveform[0, 10] = 1.0
+        waveform[0, 1000:1010] = 0.0
+
+        def broken(batch: torch.Tensor) -> torch.Tensor:
+            return torch.full((batch.shape[0], 2, *batch.shape[1:]), float("nan"))
+
+        separate_chunked(broken, waveform, 2, 1000, settings())
+
+
+def test_settings_defaults_and_validation() -> None:
+    speech = SimpleNamespace(source_names=["speaker_1", "speaker_2"])
+    music = SimpleNamespace(source_names=["drums", "bass"], segment=7.8)
+    assert is_permutation_invariant(speech) and not is_permutation_invariant(music)
+    assert not is_permutation_invariant(
+        SimpleNamespace(source_names=["speaker_1", "speaker_2"], permutation_invariant=False)
+    )
+    assert is_permutation_invariant(SimpleNamespace(source_names=["a", "b"], permutation_invariant=True))
+    resolved = resolve_chunk_settings(speech)
+    assert (resolved.segment, resolved.overlap, resolved.batch_size, resolved.shifts) == (8.0, 0.5, 1, 0)
+    resolved = resolve_chunk_settings(music, batch_size=4, shifts=2, seed=5)
+    assert (resolved.segment, resolved.overlap, resolved.batch_size, resolved.shifts, resolved.seed) == (
+        7.8,
+        0.25,
+        4,
+        2,
+        5,
+    )
+    for kwargs, error in (
+        ({"segment": 0}, ValueError),
+        ({"segment": -1.0}, ValueError),
+        ({"segment": "10"}, TypeError),
+        ({"overlap": 1.0}, ValueError),
+        ({"overlap": -0.1}, ValueError),
+        ({"batch_size": 0}, ValueError),
+        ({"batch_size": 1.5}, TypeError),
+        ({"shifts": -1}, ValueError),
+    ):
+        with pytest.raises(error):
+            resolve_chunk_settings(music, **kwargs)
+    with pytest.raises(ValueError, match="permutation-invariant"):
+        resolve_chunk_settings(speech, shifts=1)
