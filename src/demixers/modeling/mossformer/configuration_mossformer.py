@@ -1,0 +1,188 @@
+"""Configuration of MossFormer, the gated single-head transformer speech separator.
+
+The defaults reproduce ModelScope's released ``damo/speech_mossformer_separation_temporal_8k``
+(MossFormer(L), about 42.1M parameters, 2 speakers at 8 kHz).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from transformers import PretrainedConfig
+
+NORM_TYPES = ("ln", "gln", "cln", "bn")
+
+
+def _require_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class MossFormerConfig(PretrainedConfig):
+    r"""Configuration of a [`MossFormerForSourceSeparation`] model.
+
+    Args:
+        sampling_rate (`int`, defaults to 8000): sampling rate of the audio the model works on.
+        audio_channels (`int`, defaults to 1): MossFormer is a mono model; only 1 is supported.
+        source_names (`list[str]`, defaults to `["speaker_1", "speaker_2"]`): one name per separated
+            source, in output order. When omitted and `num_speakers` is given, the names are
+            `speaker_1` ... `speaker_{num_speakers}`.
+        num_speakers (`int`, *optional*): number of sources; must agree with `source_names` when
+            both are given. Not stored: it is always `len(source_names)`.
+        encoder_kernel_size (`int`, defaults to 16): kernel of the convolutional encoder/decoder.
+        encoder_stride (`int`, defaults to 8): hop of the encoder/decoder (the release uses
+            `encoder_kernel_size // 2`).
+        encoder_channels (`int`, defaults to 512): number of encoder filters.
+        hidden_size (`int`, defaults to 512): width of the MossFormer blocks (`d_model`).
+        num_hidden_layers (`int`, defaults to 24): number of MossFormer blocks.
+        group_size (`int`, defaults to 256): frames per group of the local (quadratic) attention.
+        query_key_dim (`int`, defaults to 128): dimension of the shared query/key projection.
+        expansion_factor (`float`, defaults to 4.0): width of the value/gate projection is
+            `int(hidden_size * expansion_factor)`, split into two halves.
+        conv_kernel_size (`int`, defaults to 17): kernel of the depthwise convolution modules (odd).
+        max_rotary_dim (`int`, defaults to 32): rotary embeddings rotate the first
+            `min(max_rotary_dim, query_key_dim)` query/key features.
+        attention_dropout (`float`, defaults to 0.1): dropout on the attention weights and after
+            each convolution-augmented projection (training only).
+        causal (`bool`, defaults to `False`): causal attention (the released model is non-causal;
+            the convolutions and normalisations stay non-causal, as in the reference).
+        norm_type (`str`, defaults to `"ln"`): normalisation of the mask net, one of `"ln"`
+            (one-group GroupNorm), `"gln"` (global layer norm), `"cln"` (channel-wise layer norm)
+            or `"bn"` (batch norm).
+        decoder_bias (`bool`, defaults to `False`): bias of the transposed-convolution decoder.
+    """
+
+    model_type = "mossformer"
+    # The sources are unordered speakers: the pipeline aligns them across chunks, metrics use PIT.
+    permutation_invariant = True
+    attribute_map: ClassVar[dict[str, str]] = {"num_blocks": "num_hidden_layers", "d_model": "hidden_size"}
+
+    def __init__(
+        self,
+        sampling_rate: int = 8000,
+        audio_channels: int = 1,
+        source_names: Sequence[str] | None = None,
+        num_speakers: int | None = None,
+        encoder_kernel_size: int = 16,
+        encoder_stride: int = 8,
+        encoder_channels: int = 512,
+        hidden_size: int = 512,
+        num_hidden_layers: int = 24,
+        group_size: int = 256,
+        query_key_dim: int = 128,
+        expansion_factor: float = 4.0,
+        conv_kernel_size: int = 17,
+        max_rotary_dim: int = 32,
+        attention_dropout: float = 0.1,
+        causal: bool = False,
+        norm_type: str = "ln",
+        decoder_bias: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        _require_int("sampling_rate", sampling_rate)
+        if audio_channels != 1 or isinstance(audio_channels, bool):
+            raise ValueError(f"audio_channels must be 1 (MossFormer is a mono model), got {audio_channels!r}")
+        if num_speakers is not None:
+            _require_int("num_speakers", num_speakers)
+        if source_names is None:
+            source_names = [f"speaker_{index + 1}" for index in range(num_speakers or 2)]
+        if isinstance(source_names, str) or not isinstance(source_names, Sequence):
+            raise ValueError(f"source_names must be a list of names, got {source_names!r}")
+        source_names = list(source_names)
+        if not source_names:
+            raise ValueError("source_names must name at least one source")
+        if not all(isinstance(name, str) and name for name in source_names):
+            raise ValueError(f"source_names must be non-empty strings, got {source_names!r}")
+        if len(set(source_names)) != len(source_names):
+            raise ValueError(f"source_names must be unique, got {source_names!r}")
+        if num_speakers is not None and num_speakers != len(source_names):
+            raise ValueError(
+                f"num_speakers={num_speakers} disagrees with source_names={source_names!r} "
+                f"({len(source_names)} names)"
+            )
+        _require_int("encoder_kernel_size", encoder_kernel_size)
+        _require_int("encoder_stride", encoder_stride)
+        if encoder_stride > encoder_kernel_size:
+            raise ValueError(
+                f"encoder_stride ({encoder_stride}) must not exceed "
+                f"encoder_kernel_size ({encoder_kernel_size})"
+            )
+        _require_int("encoder_channels", encoder_channels)
+        _require_int("hidden_size", hidden_size, minimum=2)
+        if hidden_size % 2:
+            raise ValueError(
+                f"hidden_size must be even (sinusoidal embedding, token shift), got {hidden_size}"
+            )
+        _require_int("num_hidden_layers", num_hidden_layers)
+        _require_int("group_size", group_size)
+        _require_int("query_key_dim", query_key_dim, minimum=2)
+        _require_int("max_rotary_dim", max_rotary_dim, minimum=2)
+        if min(max_rotary_dim, query_key_dim) % 2:
+            raise ValueError(
+                f"max_rotary_dim: the rotated width min(max_rotary_dim, query_key_dim) must be even, "
+                f"got {min(max_rotary_dim, query_key_dim)}"
+            )
+        if isinstance(expansion_factor, bool) or not isinstance(expansion_factor, (int, float)):
+            raise ValueError(f"expansion_factor must be a number, got {expansion_factor!r}")
+        expansion_factor = float(expansion_factor)
+        inner = int(hidden_size * expansion_factor)
+        if inner < 2 or inner % 2:
+            raise ValueError(
+                f"expansion_factor: int(hidden_size * expansion_factor) must be an even number >= 2, "
+                f"got {inner}"
+            )
+        _require_int("conv_kernel_size", conv_kernel_size)
+        if conv_kernel_size % 2 == 0:
+            raise ValueError(f"conv_kernel_size must be odd ('same' padding), got {conv_kernel_size}")
+        if isinstance(attention_dropout, bool) or not isinstance(attention_dropout, (int, float)):
+            raise ValueError(f"attention_dropout must be a number in [0, 1), got {attention_dropout!r}")
+        if not 0.0 <= attention_dropout < 1.0:
+            raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout!r}")
+        if not isinstance(causal, bool):
+            raise ValueError(f"causal must be a bool, got {causal!r}")
+        if norm_type not in NORM_TYPES:
+            raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
+        if not isinstance(decoder_bias, bool):
+            raise ValueError(f"decoder_bias must be a bool, got {decoder_bias!r}")
+
+        self.sampling_rate = sampling_rate
+        self.audio_channels = audio_channels
+        self.source_names = source_names
+        self.encoder_kernel_size = encoder_kernel_size
+        self.encoder_stride = encoder_stride
+        self.encoder_channels = encoder_channels
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.group_size = group_size
+        self.query_key_dim = query_key_dim
+        self.expansion_factor = expansion_factor
+        self.conv_kernel_size = conv_kernel_size
+        self.max_rotary_dim = max_rotary_dim
+        self.attention_dropout = float(attention_dropout)
+        self.causal = causal
+        self.norm_type = norm_type
+        self.decoder_bias = decoder_bias
+        super().__init__(**kwargs)
+
+    @property
+    def num_speakers(self) -> int:
+        """Number of separated sources (`len(source_names)`)."""
+        return len(self.source_names)
+
+    @property
+    def num_sources(self) -> int:
+        return len(self.source_names)
+
+    @property
+    def intermediate_size(self) -> int:
+        """Width of the value/gate projection (both halves together)."""
+        return int(self.hidden_size * self.expansion_factor)
+
+    @property
+    def rotary_dim(self) -> int:
+        return min(self.max_rotary_dim, self.query_key_dim)
+
+
+__all__ = ["MossFormerConfig"]

@@ -1,0 +1,608 @@
+"""PyTorch MossFormer: gated single-head transformer with convolution-augmented joint self-attentions.
+
+MossFormer (Zhao & Ma, ICASSP 2023, arXiv:2302.11824) separates speakers in the time domain:
+
+* a convolutional encoder (``Conv1d`` + ReLU) turns the waveform into frames;
+* a mask net normalises and projects the frames, adds a scaled sinusoidal position embedding and
+  runs a stack of MossFormer blocks. Each block is a gated single-head transformer: token shift,
+  convolution-augmented projections (scale norm, linear, SiLU, depthwise convolution), rotary
+  query/key features, and a *joint* attention that is quadratic inside non-overlapping groups of
+  frames and linear over the whole sequence. A gated output layer then predicts one mask per
+  speaker;
+* a transposed-convolution decoder turns each masked representation back into a waveform.
+
+This implementation reproduces ModelScope's released ``damo/speech_mossformer_separation_temporal_8k``
+numerically (see ``convert_mossformer_original_to_hf.py``), with batched speakers, a shared
+value/gate attention product and no Python loop over time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_mossformer import MossFormerConfig
+
+SI_SNR_EPS = 1e-8
+
+
+@dataclass
+class MossFormerSourceSeparationOutput(ModelOutput):
+    """Output of [`MossFormerForSourceSeparation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): permutation-invariant negative SI-SNR
+            (in dB, averaged over the batch), returned when `labels` are given.
+        audio_values (`torch.FloatTensor` of shape `(batch, num_sources, 1, time)`): the separated
+            sources, as long as the input.
+    """
+
+    loss: torch.FloatTensor | None = None
+    audio_values: torch.FloatTensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Positional parts
+# ---------------------------------------------------------------------------------------------
+
+
+def _sinusoid_frequencies(dim: int, device: torch.device) -> torch.Tensor:
+    """``1 / 10000^(2i/dim)`` for ``i < dim // 2`` in float32 (as the reference computes them)."""
+    exponents = torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim
+    return 1.0 / (10000.0**exponents)
+
+
+class MossFormerScaledSinusoidalEmbedding(nn.Module):
+    """Absolute ``[sin | cos]`` position embedding with one learned scale, added to the mask-net input."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, length: int, device: torch.device) -> torch.Tensor:
+        """Returns the embedding of positions ``0 .. length - 1`` as ``(length, dim)`` float32."""
+        positions = torch.arange(length, device=device, dtype=torch.float32)
+        angles = positions[:, None] * _sinusoid_frequencies(self.dim, device)[None, :]
+        return torch.cat((angles.sin(), angles.cos()), dim=-1) * self.scale.float()
+
+
+class MossFormerRotaryEmbedding(nn.Module):
+    """Rotary position embedding on the first ``dim`` query/key features (interleaved pairs).
+
+    Parameter-free; cosines and sines are computed once per forward and shared by every block.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(cos, sin)``, each ``(length, dim)`` float32, every frequency repeated twice."""
+        positions = torch.arange(length, device=device, dtype=torch.float32)
+        angles = positions[:, None] * _sinusoid_frequencies(self.dim, device)[None, :]
+        angles = angles.repeat_interleave(2, dim=-1)
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary_embedding(features: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates the first ``cos.shape[-1]`` features of ``(batch, time, heads, dim)`` ``features``.
+
+    ``cos``/``sin`` are ``(time, rotary_dim)``; pairs ``(x[2i], x[2i+1])`` rotate by the same angle.
+    """
+    rotary_dim = cos.shape[-1]
+    rotated, passed = features[..., :rotary_dim], features[..., rotary_dim:]
+    pairs = rotated.unflatten(-1, (-1, 2))
+    half_turn = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    cos = cos[:, None, :].to(features.dtype)
+    sin = sin[:, None, :].to(features.dtype)
+    rotated = rotated * cos + half_turn * sin
+    return torch.cat((rotated, passed), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisations
+# ---------------------------------------------------------------------------------------------
+
+
+class MossFormerScaleNorm(nn.Module):
+    """``x / max(||x|| / sqrt(dim), eps) * gain`` over the last dimension (one learned gain)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.scale = dim**-0.5
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(1))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        norm = torch.norm(hidden_states, dim=-1, keepdim=True) * self.scale
+        return hidden_states / norm.clamp(min=self.eps) * self.gain
+
+
+class MossFormerGlobalLayerNorm(nn.Module):
+    """Global layer norm of ``(batch, channels, time)``: statistics over channels and time."""
+
+    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        mean = torch.mean(hidden_states, (1, 2), keepdim=True)
+        var = torch.mean((hidden_states - mean) ** 2, (1, 2), keepdim=True)
+        normed = self.weight[:, None] * (hidden_states - mean) / torch.sqrt(var + self.eps)
+        return normed + self.bias[:, None]
+
+
+class MossFormerChannelLayerNorm(nn.LayerNorm):
+    """Layer norm over the channels of ``(batch, channels, time)`` at every frame."""
+
+    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+        super().__init__(channels, eps=eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return super().forward(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+
+def build_mask_net_norm(norm_type: str, channels: int) -> nn.Module:
+    """The mask net's normalisation of ``(batch, channels, time)`` (`config.norm_type`)."""
+    if norm_type == "ln":
+        return nn.GroupNorm(1, channels, eps=1e-8)
+    if norm_type == "gln":
+        return MossFormerGlobalLayerNorm(channels)
+    if norm_type == "cln":
+        return MossFormerChannelLayerNorm(channels)
+    if norm_type == "bn":
+        return nn.BatchNorm1d(channels)
+    raise ValueError(f"unknown norm_type {norm_type!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# MossFormer block
+# ---------------------------------------------------------------------------------------------
+
+
+class MossFormerConvModule(nn.Module):
+    """Residual depthwise convolution over time of ``(batch, time, channels)``."""
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(
+            channels, channels, kernel_size, padding=(kernel_size - 1) // 2, groups=channels, bias=False
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # The same convolution as ``self.depthwise`` on ``hidden_states.transpose(1, 2)``, run as a 2-D
+        # convolution on a (batch, channels, 1, time) view: that view is channels-last in memory, so no
+        # transpose is copied and oneDNN/cuDNN use their fast channels-last depthwise kernels.
+        convolved = F.conv2d(
+            hidden_states.transpose(1, 2).unsqueeze(2),
+            self.depthwise.weight.unsqueeze(2),
+            padding=(0, self.depthwise.padding[0]),
+            groups=self.depthwise.groups,
+        )
+        return hidden_states + convolved.squeeze(2).transpose(1, 2)
+
+
+class MossFormerConvProjection(nn.Module):
+    """Convolution-augmented projection: scale norm, linear, SiLU, depthwise conv module, dropout."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = MossFormerScaleNorm(in_features)
+        self.linear = nn.Linear(in_features, out_features)
+        self.activation = nn.SiLU()
+        self.conv = MossFormerConvModule(out_features, kernel_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.activation(self.linear(self.norm(hidden_states)))
+        return self.dropout(self.conv(hidden_states))
+
+
+class MossFormerOffsetScale(nn.Module):
+    """Per-head scale and offset producing several query/key variants from one projection."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(heads, dim))
+        self.beta = nn.Parameter(torch.zeros(heads, dim))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``(..., dim)`` -> ``(..., heads, dim)``."""
+        return hidden_states[..., None, :] * self.gamma + self.beta
+
+
+class MossFormerBlock(GradientCheckpointingLayer):
+    """Gated single-head transformer block with joint local (quadratic) and global (linear) attention.
+
+    Operates on ``(batch, time, hidden_size)``; ``cos``/``sin`` are the shared rotary tables.
+    """
+
+    def __init__(self, config: MossFormerConfig) -> None:
+        super().__init__()
+        hidden, inner = config.hidden_size, config.intermediate_size
+        self.group_size = config.group_size
+        self.causal = config.causal
+        self.value_gate_proj = MossFormerConvProjection(
+            hidden, inner, config.conv_kernel_size, config.attention_dropout
+        )
+        self.query_key_proj = MossFormerConvProjection(
+            hidden, config.query_key_dim, config.conv_kernel_size, config.attention_dropout
+        )
+        # four variants of the shared query/key: local query, global query, local key, global key
+        self.query_key_offset_scale = MossFormerOffsetScale(config.query_key_dim, heads=4)
+        self.out_proj = MossFormerConvProjection(
+            inner // 2, hidden, config.conv_kernel_size, config.attention_dropout
+        )
+        self.attention_dropout = nn.Dropout(config.attention_dropout)
+
+    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # token shift: the first half of the channels sees the previous frame
+        shifted, passed = hidden_states.chunk(2, dim=-1)
+        shifted = F.pad(shifted, (0, 0, 1, -1))
+        block_input = torch.cat((shifted, passed), dim=-1)
+
+        value_gate = self.value_gate_proj(block_input)  # (batch, time, inner) = [value | gate]
+        query_key = self.query_key_offset_scale(self.query_key_proj(block_input))  # (batch, time, 4, qk)
+        query_key = apply_rotary_embedding(query_key, cos, sin)
+        local_query, global_query, local_key, global_key = query_key.unbind(dim=-2)
+
+        # value and gate share one attention map: attend over their concatenation at once
+        attended = self._joint_attention(local_query, global_query, local_key, global_key, value_gate)
+        attended_value, attended_gate = attended.chunk(2, dim=-1)
+        value, gate = value_gate.chunk(2, dim=-1)
+        gated = (attended_gate * value) * torch.sigmoid(attended_value * gate)
+        return hidden_states + self.out_proj(gated)
+
+    def _joint_attention(
+        self,
+        local_query: torch.Tensor,
+        global_query: torch.Tensor,
+        local_key: torch.Tensor,
+        global_key: torch.Tensor,
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """Joint attention of queries/keys ``(b t d)`` over ``values`` ``(b t e)``; returns ``(b t e)``.
+
+        Legend: b batch, t frames, g groups of n = ``group_size`` frames (t zero-padded to g * n),
+        d ``query_key_dim``, e ``intermediate_size``.
+
+        * local: ``relu(q k^T / n)^2 v`` inside each group (``b g n d, b g m d -> b g n m``);
+        * global: ``q (k^T v) / t`` over the whole sequence (``b t d, b t e -> b d e``); when causal,
+          each group only sees the sum over the groups before it, divided by n.
+        """
+        batch, length, _ = values.shape
+        group = self.group_size
+        padding = (-length) % group
+        if padding:
+            local_query, local_key, global_query, global_key, values = (
+                F.pad(t, (0, 0, 0, padding))
+                for t in (local_query, local_key, global_query, global_key, values)
+            )
+        num_groups = (length + padding) // group
+        local_query, local_key, global_query, global_key, values = (
+            t.reshape(batch, num_groups, group, t.shape[-1])
+            for t in (local_query, local_key, global_query, global_key, values)
+        )
+
+        # local: squared-ReLU attention inside each group (padded keys are exactly zero)
+        scores = torch.matmul(local_query, local_key.transpose(-1, -2)) / group
+        weights = self.attention_dropout(F.relu(scores) ** 2)
+        if self.causal:
+            future = torch.ones(group, group, dtype=torch.bool, device=values.device).triu(1)
+            weights = weights.masked_fill(future, 0.0)
+        output = torch.matmul(weights, values)
+
+        # global: linear attention over the whole sequence (padded keys contribute nothing)
+        if self.causal:
+            key_values = torch.matmul(global_key.transpose(-1, -2), values) / group  # (b, g, qk, e)
+            key_values = key_values.cumsum(dim=1)
+            key_values = F.pad(key_values, (0, 0, 0, 0, 1, -1))  # exclusive: earlier groups only
+            output = output + torch.matmul(global_query, key_values)
+            return output.reshape(batch, num_groups * group, -1)[:, :length]
+        key_values = torch.einsum("bgnd,bgne->bde", global_key, values) / length  # (batch, qk, e)
+        output = torch.baddbmm(
+            output.reshape(batch, num_groups * group, -1),
+            global_query.reshape(batch, num_groups * group, -1),
+            key_values,
+        )
+        return output[:, :length]
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder, mask net, decoder
+# ---------------------------------------------------------------------------------------------
+
+
+class MossFormerEncoder(nn.Module):
+    """``(batch, time)`` waveform -> ``(batch, encoder_channels, frames)`` non-negative features."""
+
+    def __init__(self, config: MossFormerConfig) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(
+            1, config.encoder_channels, config.encoder_kernel_size, stride=config.encoder_stride, bias=False
+        )
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(waveform[:, None, :]))
+
+
+class MossFormerDecoder(nn.Module):
+    """``(batch, encoder_channels, frames)`` -> ``(batch, samples)`` by transposed convolution."""
+
+    def __init__(self, config: MossFormerConfig) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(
+            config.encoder_channels,
+            1,
+            config.encoder_kernel_size,
+            stride=config.encoder_stride,
+            bias=config.decoder_bias,
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.conv(features)[:, 0]
+
+
+class MossFormerMaskNet(nn.Module):
+    """Encoder features ``(batch, channels, frames)`` -> masks ``(batch, sources, channels, frames)``."""
+
+    def __init__(self, config: MossFormerConfig) -> None:
+        super().__init__()
+        channels, hidden = config.encoder_channels, config.hidden_size
+        self.num_sources = config.num_sources
+        self.input_norm = build_mask_net_norm(config.norm_type, channels)
+        self.input_proj = nn.Conv1d(channels, hidden, 1, bias=False)
+        self.position_embedding = MossFormerScaledSinusoidalEmbedding(hidden)
+        self.rotary_embedding = MossFormerRotaryEmbedding(config.rotary_dim)
+        self.layers = nn.ModuleList([MossFormerBlock(config) for _ in range(config.num_hidden_layers)])
+        self.layers_norm = nn.LayerNorm(hidden, eps=1e-6)
+        self.residual_norm = build_mask_net_norm(config.norm_type, hidden)
+        self.activation = nn.PReLU()
+        self.sources_proj = nn.Conv1d(hidden, hidden * config.num_sources, 1)
+        self.output_proj = nn.Conv1d(hidden, hidden, 1)
+        self.output_gate_proj = nn.Conv1d(hidden, hidden, 1)
+        self.mask_proj = nn.Conv1d(hidden, channels, 1, bias=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, _, frames = features.shape
+        hidden_states = self.input_proj(self.input_norm(features))
+        position = self.position_embedding(frames, features.device).to(hidden_states.dtype)
+        hidden_states = hidden_states + position.transpose(0, 1)
+        residual = hidden_states
+
+        cos, sin = self.rotary_embedding(frames, features.device)
+        hidden_states = hidden_states.transpose(1, 2)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, cos, sin)
+        hidden_states = self.layers_norm(hidden_states).transpose(1, 2)
+        hidden_states = self.residual_norm(hidden_states) + residual
+
+        hidden_states = self.sources_proj(self.activation(hidden_states))
+        hidden_states = hidden_states.reshape(batch * self.num_sources, -1, frames)
+        hidden_states = torch.tanh(self.output_proj(hidden_states)) * torch.sigmoid(
+            self.output_gate_proj(hidden_states)
+        )
+        masks = F.relu(self.mask_proj(hidden_states))
+        return masks.reshape(batch, self.num_sources, -1, frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+
+def pairwise_si_snr(
+    estimates: torch.Tensor, references: torch.Tensor, eps: float = SI_SNR_EPS
+) -> torch.Tensor:
+    """SI-SNR in dB of every (estimate, reference) pair.
+
+    Args:
+        estimates: `(batch, sources, time)`.
+        references: `(batch, sources, time)`.
+
+    Returns:
+        `(batch, sources, sources)`: entry `[b, i, j]` scores estimate `i` against reference `j`.
+    """
+    estimates = estimates - estimates.mean(dim=-1, keepdim=True)
+    references = references - references.mean(dim=-1, keepdim=True)
+    dots = torch.einsum("bit,bjt->bij", estimates, references)
+    reference_energy = references.pow(2).sum(dim=-1)[:, None, :]  # (batch, 1, sources)
+    projections = (dots / (reference_energy + eps))[..., None] * references[:, None, :, :]
+    noise = estimates[:, :, None, :] - projections
+    ratio = projections.pow(2).sum(dim=-1) / (noise.pow(2).sum(dim=-1) + eps)
+    return 10 * torch.log10(ratio + eps)
+
+
+def permutation_invariant_si_snr_loss(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Negative SI-SNR of the best assignment of estimates to references, averaged over the batch.
+
+    Args:
+        estimates: `(batch, sources, ...)`; trailing dimensions are flattened into time.
+        references: same shape as `estimates`.
+    """
+    batch, sources = estimates.shape[:2]
+    scores = pairwise_si_snr(
+        estimates.reshape(batch, sources, -1).float(), references.reshape(batch, sources, -1).float()
+    )
+    permutations = torch.tensor(list(itertools.permutations(range(sources))), device=scores.device)
+    # per_permutation[b, p] = mean_i scores[b, i, permutations[p, i]]
+    per_permutation = scores[:, torch.arange(sources, device=scores.device), permutations].mean(dim=-1)
+    return -per_permutation.max(dim=-1).values.mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+class MossFormerPreTrainedModel(PreTrainedModel):
+    config_class = MossFormerConfig
+    base_model_prefix = "mossformer"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["MossFormerBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """PyTorch's default initialisation, as the reference model trains from."""
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.ConvTranspose1d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, MossFormerOffsetScale):
+            init.normal_(module.gamma, std=0.02)
+            init.zeros_(module.beta)
+        elif isinstance(module, MossFormerScaleNorm):
+            init.ones_(module.gain)
+        elif isinstance(module, MossFormerScaledSinusoidalEmbedding):
+            init.ones_(module.scale)
+        elif isinstance(module, nn.PReLU):
+            init.constant_(module.weight, 0.25)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, MossFormerGlobalLayerNorm)):
+            if getattr(module, "weight", None) is not None:
+                init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+            if getattr(module, "running_mean", None) is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+
+
+class MossFormerForSourceSeparation(MossFormerPreTrainedModel):
+    """MossFormer speech separation: a mono mixture in, one waveform per speaker out.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> model = MossFormerForSourceSeparation(MossFormerConfig(num_hidden_layers=2)).eval()
+    >>> mixture = torch.randn(1, 8000)  # one second at 8 kHz
+    >>> model(input_values=mixture).audio_values.shape
+    torch.Size([1, 2, 1, 8000])
+    ```
+    """
+
+    def __init__(self, config: MossFormerConfig) -> None:
+        super().__init__(config)
+        self.encoder = MossFormerEncoder(config)
+        self.mask_net = MossFormerMaskNet(config)
+        self.decoder = MossFormerDecoder(config)
+        self.post_init()
+
+    def _check_input_values(self, input_values: torch.Tensor) -> torch.Tensor:
+        if not isinstance(input_values, torch.Tensor):
+            raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}")
+        if input_values.dim() == 3:
+            if input_values.shape[1] != 1:
+                raise ValueError(
+                    "MossFormer is mono: input_values must be (batch, time) or (batch, 1, time), "
+                    f"got {input_values.shape[1]} channels (shape {tuple(input_values.shape)})"
+                )
+            input_values = input_values[:, 0]
+        elif input_values.dim() != 2:
+            raise ValueError(
+                "input_values must be (batch, time) or (batch, 1, time), "
+                f"got shape {tuple(input_values.shape)}"
+            )
+        if input_values.shape[0] == 0 or input_values.shape[-1] == 0:
+            raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
+        if not input_values.is_floating_point():
+            raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
+        if not torch.isfinite(input_values).all():
+            raise ValueError("input_values contains NaN or infinite samples")
+        return input_values
+
+    def _separate(self, mixture: torch.Tensor) -> torch.Tensor:
+        """``(batch, time)`` -> ``(batch, sources, time)`` with the reference's length handling."""
+        batch, length = mixture.shape
+        kernel_size = self.config.encoder_kernel_size
+        if length < kernel_size:  # too short for one frame: zero-pad, then trim back below
+            mixture = F.pad(mixture, (0, kernel_size - length))
+        features = self.encoder(mixture)
+        masks = self.mask_net(features)
+        masked = (features[:, None] * masks).flatten(0, 1)
+        audio = self.decoder(masked).reshape(batch, self.config.num_sources, -1)
+        # the frames cover at most the input: zero-pad the tail (or trim), as the reference does
+        if audio.shape[-1] < length:
+            audio = F.pad(audio, (0, length - audio.shape[-1]))
+        return audio[..., :length]
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> MossFormerSourceSeparationOutput | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, time)` or `(batch, 1, time)`):
+                mono mixtures at `config.sampling_rate`.
+            labels (`torch.FloatTensor` of shape `(batch, num_sources, 1, time)`, *optional*):
+                reference sources; gives a permutation-invariant negative SI-SNR `loss`.
+            padding_mask (`torch.Tensor` of shape `(batch, time)`, *optional*): 1 on real samples,
+                0 on padding (as the feature extractor returns). Items with padding are separated at
+                their own length and their padded tail is zero in the output.
+            return_dict (`bool`, *optional*): return a tuple instead of a `ModelOutput` when False.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        mixture = self._check_input_values(input_values)
+        mixture = mixture.to(self.encoder.conv.weight.dtype)
+        batch, length = mixture.shape
+
+        lengths = None
+        if padding_mask is not None:
+            if padding_mask.shape != (batch, length):
+                raise ValueError(
+                    f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
+                )
+            lengths = padding_mask.to(torch.bool).sum(dim=-1)
+            if (lengths == 0).any():
+                raise ValueError("padding_mask marks an item with no samples at all")
+            if bool((lengths == length).all()):
+                lengths = None
+
+        if lengths is None:
+            audio = self._separate(mixture)
+        else:
+            audio = mixture.new_zeros(batch, self.config.num_sources, length)
+            for index, item_length in enumerate(lengths.tolist()):
+                audio[index, :, :item_length] = self._separate(mixture[index : index + 1, :item_length])[0]
+        audio_values = audio[:, :, None, :]
+
+        loss = None
+        if labels is not None:
+            expected = tuple(audio_values.shape)
+            if tuple(labels.shape) != expected:
+                raise ValueError(
+                    f"labels must be (batch, num_sources, 1, time) = {expected}, got {tuple(labels.shape)}"
+                )
+            loss = permutation_invariant_si_snr_loss(audio_values, labels.to(audio_values.device))
+
+        if not return_dict:
+            return (loss, audio_values) if loss is not None else (audio_values,)
+        return MossFormerSourceSeparationOutput(loss=loss, audio_values=audio_values)
+
+
+__all__ = [
+    "MossFormerForSourceSeparation",
+    "MossFormerPreTrainedModel",
+    "MossFormerSourceSeparationOutput",
+    "permutation_invariant_si_snr_loss",
+]
