@@ -11,6 +11,17 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Pretrained
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .feature_extraction_separation import SourceSeparationFeatureExtractor
+from .modeling.demucs import (
+    DemucsBagConfig,
+    DemucsBagForSourceSeparation,
+    DemucsConfig,
+    DemucsForSourceSeparation,
+    DemucsSourceSeparationOutput,
+    HDemucsConfig,
+    HDemucsForSourceSeparation,
+    HTDemucsConfig,
+    HTDemucsForSourceSeparation,
+)
 from .modeling.mossformer import (
     MossFormerConfig,
     MossFormerForSourceSeparation,
@@ -25,6 +36,10 @@ PIPELINE_TASK = "audio-source-separation"
 # (config class, model class) of every family; a family's config.model_type is its registry key.
 MODEL_FAMILIES: tuple[tuple[type[PretrainedConfig], type[PreTrainedModel]], ...] = (
     (MossFormerConfig, MossFormerForSourceSeparation),
+    (DemucsConfig, DemucsForSourceSeparation),
+    (HDemucsConfig, HDemucsForSourceSeparation),
+    (HTDemucsConfig, HTDemucsForSourceSeparation),
+    (DemucsBagConfig, DemucsBagForSourceSeparation),
 )
 
 
@@ -52,6 +67,15 @@ __all__ = [
     "MODEL_FAMILIES",
     "PIPELINE_TASK",
     "AudioSourceSeparationPipeline",
+    "DemucsBagConfig",
+    "DemucsBagForSourceSeparation",
+    "DemucsConfig",
+    "DemucsForSourceSeparation",
+    "DemucsSourceSeparationOutput",
+    "HDemucsConfig",
+    "HDemucsForSourceSeparation",
+    "HTDemucsConfig",
+    "HTDemucsForSourceSeparation",
     "MossFormerConfig",
     "MossFormerForSourceSeparation",
     "MossFormerSourceSeparationOutput",
