@@ -1,24 +1,31 @@
-"""Peak memory of `demixers separate` against the input's length.
+"""Peak memory of `demixers separate` (streaming) and of the in-memory pipeline against length.
 
-The pipeline streams chunks into one preallocated output array, so peak RSS should grow with the
-input's length only by the input and output arrays themselves. For each length this benchmark
-writes a 16-bit wav at the model's rate, then runs ``demixers separate`` in a fresh subprocess
-(``demixers.cli.main``, in-process there) and reads the peak RSS of that subprocess with
-``resource.getrusage``. It prints a table and writes JSON.
+For each setting and length this benchmark writes a 16-bit wav at the model's rate, then runs,
+each in a fresh subprocess whose peak RSS it reads with ``resource.getrusage(RUSAGE_SELF)``:
+
+* ``cli``: ``demixers separate`` (``demixers.cli.main``, in-process there), which streams the
+  file: read block by block, stems written as they are produced (float32 temporaries, then
+  16-bit wav). Its peak must not grow with the length: the target is a 10 min / 1 min ratio
+  <= 1.3.
+* ``api``: ``pipeline("audio-source-separation", model)(path)``, which returns whole arrays by
+  contract, so its peak grows by the input and output arrays (listed as ``arrays_mib``) while
+  ``overhead_mib`` (peak minus baseline minus those arrays) should stay flat.
+
+``baseline_mib`` is the subprocess's RSS after importing torch/transformers/demixers, before the
+model is loaded; ``working_mib`` is peak minus baseline.
 
 Settings (``--setting``):
 
 * ``speech``: a tiny random MossFormer (8 kHz mono, 2 speakers), the speech defaults
   (8 s chunks, 50 % overlap) unless ``--segment``/``--overlap`` say otherwise;
 * ``music``: the exactly additive toy model of ``tests/toy_models.py`` at 44.1 kHz stereo with 4
-  stems (the music defaults, 10 s chunks, 25 % overlap): its input and output arrays are ~8x the
-  speech ones, so the raw ratio shows their share while ``overhead`` (peak minus those arrays)
-  shows what chunking itself costs.
+  stems (the music defaults, 10 s chunks, 25 % overlap); 10 minutes of its 4 stems are 808 MiB of
+  float32, which the in-memory API must hold and the CLI must not.
 
 Usage::
 
-    python benchmarks/bench_pipeline_memory.py                       # speech and music, 1 and 10 min
-    python benchmarks/bench_pipeline_memory.py --setting speech --minutes 1 10 --json out.json
+    python benchmarks/bench_pipeline_memory.py                       # both settings and modes, 1 and 10 min
+    python benchmarks/bench_pipeline_memory.py --setting music --mode cli --minutes 1 10 --json out.json
 """
 
 from __future__ import annotations
@@ -94,9 +101,9 @@ def write_input(path: Path, minutes: float, sampling_rate: int, channels: int) -
 
 
 def child(args: argparse.Namespace) -> None:
-    """Runs in the measured subprocess: separate one file through the CLI, report peak RSS."""
+    """Runs in the measured subprocess: separate one file, report peak RSS."""
     sys.path.insert(0, str(ROOT))
-    from transformers import pipeline  # noqa: F401
+    from transformers import pipeline
 
     import demixers
 
@@ -107,13 +114,18 @@ def child(args: argparse.Namespace) -> None:
     from demixers.cli import main
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    argv = ["separate", args.input, "-m", args.model, "-o", args.output_dir, "-q", "--overwrite"]
-    for option in ("segment", "overlap", "batch_size"):
-        value = getattr(args, option)
-        if value is not None:
-            argv += [f"--{option.replace('_', '-')}", str(value)]
+    options = {"segment": args.segment, "overlap": args.overlap, "batch_size": args.batch_size}
+    options = {key: value for key, value in options.items() if value is not None}
     start = time.perf_counter()
-    code = main(argv)
+    if args.mode == "cli":
+        argv = ["separate", args.input, "-m", args.model, "-o", args.output_dir, "-q", "--overwrite"]
+        for option, value in options.items():
+            argv += [f"--{option.replace('_', '-')}", str(value)]
+        code = main(argv)
+    else:
+        stems = pipeline("audio-source-separation", model=args.model)(args.input, **options)
+        code = 0 if all(stem["audio"].shape[-1] > 0 for stem in stems) else 1
+        del stems
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"exit_code": code, "baseline_kib": baseline, "peak_kib": peak, "seconds": seconds}))
@@ -129,58 +141,23 @@ def parent(args: argparse.Namespace) -> None:
             for minutes in args.minutes:
                 audio = scratch_path / f"{setting}_{minutes:g}min.wav"
                 samples = write_input(audio, minutes, spec["sampling_rate"], spec["channels"])
-                command = [
-                    sys.executable, __file__, "--child", "--setting", setting, "--input", str(audio),
-                    "--model", model, "--output-dir", str(scratch_path / "out"),
-                ]  # fmt: skip
-                for option in ("segment", "overlap", "batch_size"):
-                    value = getattr(args, option)
-                    if value is not None:
-                        command += [f"--{option.replace('_', '-')}", str(value)]
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-                result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-                if result.returncode != 0:
-                    sys.exit(f"child failed for {setting} {minutes} min:\n{result.stderr[-3000:]}")
-                report = json.loads(result.stdout.strip().splitlines()[-1])
-                if report["exit_code"] != 0:
-                    sys.exit(
-                        f"demixers separate failed for {setting} {minutes} min:\n{result.stderr[-3000:]}"
-                    )
-                input_mib = samples * spec["channels"] * 4 / 2**20
-                output_mib = input_mib * spec["sources"]
-                peak_mib = report["peak_kib"] / 1024
-                rows.append(
-                    {
-                        "setting": setting,
-                        "minutes": minutes,
-                        "samples": samples,
-                        "baseline_mib": round(report["baseline_kib"] / 1024, 1),
-                        "peak_rss_mib": round(peak_mib, 1),
-                        "input_array_mib": round(input_mib, 1),
-                        "output_array_mib": round(output_mib, 1),
-                        "overhead_mib": round(peak_mib - input_mib - output_mib, 1),
-                        "seconds": round(report["seconds"], 2),
-                    }
-                )
-                print(
-                    f"  {setting} {minutes:g} min: peak {peak_mib:.0f} MiB in {report['seconds']:.1f} s",
-                    flush=True,
-                )
+                for mode in args.mode:
+                    rows.append(measure(args, setting, mode, minutes, samples, audio, model, scratch_path))
+                audio.unlink()
 
     for setting in args.setting:
-        mine = [row for row in rows if row["setting"] == setting]
-        shortest, longest = mine[0], mine[-1]
-        for row in mine:
-            row["peak_ratio_to_shortest"] = round(row["peak_rss_mib"] / shortest["peak_rss_mib"], 3)
-            row["overhead_ratio_to_shortest"] = round(row["overhead_mib"] / shortest["overhead_mib"], 3)
-        print(
-            f"{setting}: peak RSS ratio {longest['minutes']:g} min / {shortest['minutes']:g} min = "
-            f"{longest['peak_rss_mib'] / shortest['peak_rss_mib']:.3f}; excluding the input/output arrays "
-            f"{longest['overhead_mib'] / shortest['overhead_mib']:.3f}"
-        )
+        for mode in args.mode:
+            mine = [row for row in rows if row["setting"] == setting and row["mode"] == mode]
+            shortest, longest = mine[0], mine[-1]
+            for row in mine:
+                row["peak_ratio_to_shortest"] = round(row["peak_rss_mib"] / shortest["peak_rss_mib"], 3)
+            print(
+                f"{setting} {mode}: peak RSS ratio {longest['minutes']:g} min / "
+                f"{shortest['minutes']:g} min = {longest['peak_rss_mib'] / shortest['peak_rss_mib']:.3f}"
+            )
 
-    header = ["setting", "minutes", "baseline_mib", "peak_rss_mib", "input_array_mib", "output_array_mib",
-              "overhead_mib", "peak_ratio_to_shortest", "overhead_ratio_to_shortest", "seconds"]  # fmt: skip
+    header = ["setting", "mode", "minutes", "baseline_mib", "peak_rss_mib", "working_mib", "arrays_mib",
+              "overhead_mib", "peak_ratio_to_shortest", "seconds"]  # fmt: skip
     print()
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
@@ -199,11 +176,61 @@ def parent(args: argparse.Namespace) -> None:
     print(f"\nwrote {args.json}")
 
 
+def measure(
+    args: argparse.Namespace,
+    setting: str,
+    mode: str,
+    minutes: float,
+    samples: int,
+    audio: Path,
+    model: str,
+    scratch: Path,
+) -> dict:
+    spec = SETTINGS[setting]
+    command = [
+        sys.executable, __file__, "--child", "--setting", setting, "--mode", mode, "--input", str(audio),
+        "--model", model, "--output-dir", str(scratch / "out"),
+    ]  # fmt: skip
+    for option in ("segment", "overlap", "batch_size"):
+        value = getattr(args, option)
+        if value is not None:
+            command += [f"--{option.replace('_', '-')}", str(value)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        sys.exit(f"child failed for {setting} {mode} {minutes} min:\n{result.stderr[-3000:]}")
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    if report["exit_code"] != 0:
+        sys.exit(f"separation failed for {setting} {mode} {minutes} min:\n{result.stderr[-3000:]}")
+    # float32 arrays the in-memory API holds: the model-rate input and the stems (the CLI holds neither)
+    input_mib = samples * spec["channels"] * 4 / 2**20
+    arrays_mib = input_mib * (1 + spec["sources"]) if mode == "api" else 0.0
+    peak_mib = report["peak_kib"] / 1024
+    baseline_mib = report["baseline_kib"] / 1024
+    print(
+        f"  {setting} {mode} {minutes:g} min: peak {peak_mib:.0f} MiB in {report['seconds']:.1f} s",
+        flush=True,
+    )
+    return {
+        "setting": setting,
+        "mode": mode,
+        "minutes": minutes,
+        "samples": samples,
+        "baseline_mib": round(baseline_mib, 1),
+        "peak_rss_mib": round(peak_mib, 1),
+        "working_mib": round(peak_mib - baseline_mib, 1),
+        "arrays_mib": round(arrays_mib, 1),
+        "overhead_mib": round(peak_mib - baseline_mib - arrays_mib, 1),
+        "seconds": round(report["seconds"], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--setting", nargs="+", choices=sorted(SETTINGS), default=["speech", "music"])
+    parser.add_argument("--mode", nargs="+", choices=["cli", "api"], default=["cli", "api"])
     parser.add_argument("--minutes", nargs="+", type=float, default=[1.0, 10.0])
     parser.add_argument("--segment", type=float, default=None)
     parser.add_argument("--overlap", type=float, default=None)
@@ -216,7 +243,7 @@ def main() -> None:
     parser.add_argument("--output-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        args.setting = args.setting[0]
+        args.setting, args.mode = args.setting[0], args.mode[0]
         child(args)
     else:
         parent(args)

@@ -6,7 +6,9 @@ Besides the additive toy model of ``tests/toy_models.py`` this registers two tes
   frequency band with an FFT mask and deliberately swaps the two outputs on every other chunk it
   sees, so speaker alignment across chunks is needed to recover the bands;
 * ``PositionalSplitter`` (music-like): the toy's gains times a gentle ramp over the chunk, so its
-  output depends on where chunk boundaries fall (what ``shifts`` changes).
+  output depends on where chunk boundaries fall (what ``shifts`` changes);
+* ``SaturatingSplitter`` (music-like, nonlinear): ``[x / (1 + |x|), x - x / (1 + |x|)]``, so scaling the input
+  changes its output (what ``normalize_input`` changes).
 """
 
 from __future__ import annotations
@@ -87,8 +89,37 @@ class PositionalSplitterForSourceSeparation(ToySplitterForSourceSeparation):
         return output
 
 
+class SaturatingSplitterConfig(PretrainedConfig):
+    model_type = "demixers_test_saturating_splitter"
+
+    def __init__(self, sampling_rate: int = 8000, audio_channels: int = 2, **kwargs):
+        self.sampling_rate = sampling_rate
+        self.audio_channels = audio_channels
+        self.source_names = ["drums", "bass"]
+        super().__init__(**kwargs)
+
+
+class SaturatingSplitterForSourceSeparation(PreTrainedModel):
+    config_class = SaturatingSplitterConfig
+    main_input_name = "input_values"
+
+    def __init__(self, config: SaturatingSplitterConfig) -> None:
+        super().__init__(config)
+        self.gain = torch.nn.Parameter(torch.ones(1))
+        self.post_init()
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        pass
+
+    def forward(self, input_values: torch.Tensor) -> _Output:
+        scaled = self.gain * input_values
+        saturated = scaled / (1 + scaled.abs())
+        return _Output(audio_values=torch.stack([saturated, input_values - saturated], dim=1))
+
+
 demixers.register_model_family(BandSwapperConfig, BandSwapperForSourceSeparation)
 demixers.register_model_family(PositionalSplitterConfig, PositionalSplitterForSourceSeparation)
+demixers.register_model_family(SaturatingSplitterConfig, SaturatingSplitterForSourceSeparation)
 
 
 def save_model(model: PreTrainedModel, folder: Path) -> str:

@@ -183,28 +183,6 @@ def test_several_inputs_report_each_failure_and_separate_the_good_ones(
     assert soundfile.info(out / "good" / "speaker_1.wav").frames == 8000
 
 
-def test_interrupted_write_leaves_no_stem_and_no_temporary_file(
-    tmp_path: Path, music_toy_dir: str, mixture_file, monkeypatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path, _ = mixture_file
-    out = tmp_path / "out"
-    real_write = separate_cli._write_soundfile
-    calls = []
-
-    def failing_write(file, audio, *args, **kwargs):
-        calls.append(file)
-        if len(calls) == 3:
-            real_write(file, audio[:, : audio.shape[1] // 2], *args, **kwargs)  # a truncated file...
-            raise OSError("disk full")  # ...then the failure
-        return real_write(file, audio, *args, **kwargs)
-
-    monkeypatch.setattr(separate_cli, "_write_soundfile", failing_write)
-    assert main(["separate", str(path), "-m", music_toy_dir, "-o", str(out), "-q"]) == 1
-    assert "disk full" in capsys.readouterr().err
-    assert files_under(out) == []
-    assert all(Path(name).name.startswith(".") and Path(name).name.endswith(".tmp") for name in calls)
-
-
 def test_usage_errors_exit_2_with_one_line(
     tmp_path: Path, music_toy_dir: str, mixture_file, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:

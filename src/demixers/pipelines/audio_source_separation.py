@@ -26,13 +26,26 @@ Long inputs are separated chunk by chunk with overlap-add (`demixers.pipelines.c
 and ``seed`` (random time-shift augmentation for fixed-order models) and ``progress`` (a tqdm bar
 on stderr). Defaults come from the model config (``segment``, ``overlap``), else per family:
 8 s / 0.5 for permutation-invariant (speech) models and 10 s / 0.25 otherwise.
+
+Models whose config has ``normalize_input=True`` (Demucs) get the whole input standardised by the
+mean and std of its mono downmix at the model's rate, and their sources mapped back, as demucs'
+``separate`` does (`demixers.pipelines.chunking.Normalization`). A missing flag means False.
+
+Memory: a call returns whole arrays, so it holds the input (at the model's rate) and the output
+stems plus O(``segment * batch_size``); nothing else grows with the input's length (the output
+is resampled back to the input's rate span by span, straight into the returned array).
+`AudioSourceSeparationPipeline.stream_file` separates a file without holding either: it yields
+the stems block by block (what ``demixers separate`` writes to disk) with the same numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import types
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,8 +54,17 @@ from transformers import Pipeline
 
 from ..audio_utils import CHANNEL_POLICIES, as_channels_first, check_sampling_rate, match_channels
 from ..feature_extraction_separation import SourceSeparationFeatureExtractor
-from .audio_io import read_audio, resample
-from .chunking import count_chunks, resolve_chunk_settings, separate_chunked
+from .audio_io import AudioFile, fit_blocks, read_audio, resample, resample_blocks
+from .chunking import (
+    STATISTICS_BLOCK,
+    ChunkSettings,
+    MixtureStatistics,
+    Normalization,
+    count_chunks,
+    iter_chunked,
+    normalizes_input,
+    resolve_chunk_settings,
+)
 
 # Errors re-raised with the failing item's position when a list of inputs is separated.
 _ITEM_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError)
@@ -66,6 +88,7 @@ class AudioSourceSeparationPipeline(Pipeline):
                     f"{type(config).__name__} has no `{field}`: the audio-source-separation pipeline needs "
                     "a demixers model (config.sampling_rate, config.audio_channels, config.source_names)"
                 )
+        normalizes_input(config)  # a malformed `normalize_input` is an error now, not at the first call
         if self.feature_extractor is None:
             self.feature_extractor = SourceSeparationFeatureExtractor(
                 feature_size=config.audio_channels, sampling_rate=config.sampling_rate
@@ -135,7 +158,7 @@ class AudioSourceSeparationPipeline(Pipeline):
                 raise ValueError(f"channel_policy must be one of {CHANNEL_POLICIES}, got {channel_policy!r}")
             preprocess_params["channel_policy"] = channel_policy
         if resample_output is not None:
-            postprocess_params["resample_output"] = bool(resample_output)
+            forward_params["resample_output"] = bool(resample_output)
         chunking = {
             "segment": segment,
             "overlap": overlap,
@@ -177,31 +200,80 @@ class AudioSourceSeparationPipeline(Pipeline):
         shifts: int | None = None,
         seed: int | None = None,
         progress: bool = False,
+        resample_output: bool = True,
     ) -> dict[str, Any]:
         config = self.model.config
         settings = resolve_chunk_settings(
             config, segment=segment, overlap=overlap, batch_size=batch_size, shifts=shifts, seed=seed
         )
-        waveform = model_inputs.pop("waveform")
+        waveform = model_inputs.pop("waveform")  # float32 (channels, time) at the model's rate
+        total = waveform.shape[-1]
+        normalization = None
+        if normalizes_input(config):
+            statistics = MixtureStatistics()
+            for start in range(0, total, STATISTICS_BLOCK):
+                statistics.update(waveform[:, start : start + STATISTICS_BLOCK])
+            normalization = statistics.normalization()
+        input_rate = int(model_inputs["input_rate"])
+        output_rate = input_rate if resample_output else config.sampling_rate
+        length = int(model_inputs["input_length"]) if output_rate == input_rate else None
+        spans = self._separate_blocks(
+            [waveform], total, settings, normalization, output_rate, length, progress
+        )
+        if length is None:  # at the model's rate: the chunk engine's own length
+            length = total
+        sources = np.empty((len(config.source_names), config.audio_channels, length), dtype=np.float32)
+        filled = 0
+        for span in spans:
+            sources[..., filled : filled + span.shape[-1]] = span
+            filled += span.shape[-1]
+        if filled != length:
+            raise RuntimeError(f"internal error: {filled} output samples for {length}")
+        return {"sources": sources, "sampling_rate": output_rate}
+
+    def _separate_blocks(
+        self,
+        blocks: Iterable[np.ndarray],
+        total: int,
+        settings: ChunkSettings,
+        normalization: Normalization | None,
+        output_rate: int,
+        length: int | None,
+        progress: bool,
+    ) -> Iterator[np.ndarray]:
+        """The separation both paths share: ``(model channels, n)`` blocks at the model's rate in,
+        ``(sources, model channels, n)`` spans at ``output_rate`` out, ``length`` samples in all
+        (``None``: as many as come out of the resampler)."""
+        config = self.model.config
+        num_sources, channels = len(config.source_names), config.audio_channels
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            total = count_chunks(waveform.shape[-1], config.sampling_rate, settings)
-            bar = tqdm(total=total, unit="chunk", file=sys.stderr, disable=total <= 1, leave=False)
+            chunks = count_chunks(total, config.sampling_rate, settings)
+            bar = tqdm(total=chunks, unit="chunk", file=sys.stderr, disable=chunks <= 1, leave=False)
         try:
-            sources = separate_chunked(
+            if normalization is not None:
+                blocks = _normalized_blocks(blocks, normalization.apply)
+            spans: Iterator[np.ndarray] = iter_chunked(
                 self._separate_chunks,
-                waveform,
-                num_sources=len(config.source_names),
-                sampling_rate=config.sampling_rate,
-                settings=settings,
+                blocks,
+                total,
+                channels,
+                num_sources,
+                config.sampling_rate,
+                settings,
                 progress=bar.update if bar is not None else None,
             )
+            if normalization is not None:
+                spans = map(normalization.undo, spans)
+            spans = resample_blocks(spans, config.sampling_rate, output_rate)
+            if length is not None:
+                spans = fit_blocks(spans, length, (num_sources, channels))
+            yield from spans
         finally:
             if bar is not None:
                 bar.close()
-        return {"sources": sources, **model_inputs}
 
     def _separate_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
         """Model forward on a batch of chunks ``(chunks, channels, time)`` through the feature extractor."""
@@ -210,31 +282,146 @@ class AudioSourceSeparationPipeline(Pipeline):
             chunks.numpy(), sampling_rate=config.sampling_rate, return_tensors="pt", time_axis=1
         )
         input_values = features["input_values"].to(self.device, dtype=self._model_dtype())
-        return self.model(input_values=input_values).audio_values
+        with torch.no_grad():  # also outside Pipeline.forward (the streaming path)
+            return self.model(input_values=input_values).audio_values
 
-    def postprocess(
-        self, model_outputs: dict[str, Any], resample_output: bool = True
-    ) -> list[dict[str, Any]]:
+    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
         config = self.model.config
-        sources = model_outputs.pop("sources")  # float32 (sources, channels, time) at the model rate
-        input_rate = int(model_outputs["input_rate"])
-        output_rate = input_rate if resample_output else config.sampling_rate
-        stems = []
-        for name, source in zip(config.source_names, sources, strict=True):
-            audio = resample(source, config.sampling_rate, output_rate)
-            if output_rate == input_rate:
-                audio = _fit_length(audio, int(model_outputs["input_length"]))
-            stems.append(
-                {
-                    "label": name,
-                    "audio": np.ascontiguousarray(audio, dtype=np.float32),
-                    "sampling_rate": output_rate,
-                }
+        sources = model_outputs.pop("sources")  # float32 (sources, channels, time), final rate and length
+        rate = int(model_outputs["sampling_rate"])
+        return [
+            {"label": name, "audio": source, "sampling_rate": rate}
+            for name, source in zip(config.source_names, sources, strict=True)
+        ]
+
+    # -- streaming files ----------------------------------------------------------------------
+
+    def stream_file(
+        self,
+        path: str | os.PathLike[str],
+        segment: float | None = None,
+        overlap: float | None = None,
+        batch_size: int | None = None,
+        shifts: int | None = None,
+        seed: int | None = None,
+        channel_policy: str = "auto",
+        resample_output: bool = True,
+        progress: bool = False,
+    ) -> SeparationStream:
+        """Separate an audio file without holding it, or its stems, in memory.
+
+        Returns a `SeparationStream`: iterating over it yields float32 ``(sources, channels, n)``
+        blocks in ``config.source_names`` order, at the file's rate (or the model's with
+        ``resample_output=False``), ``stream.length`` samples in all. The numbers are those of
+        ``self(path, ...)`` (same resampler state, chunk engine and statistics; the tests hold them
+        within 1e-6). Opening reads the file once (checks, exact length at the model's rate, and the
+        whole-track statistics of ``normalize_input`` models), so a bad file raises here, before any
+        output exists; iterating reads it a second time. Peak memory is O(``segment *
+        batch_size``) whatever the file's length.
+        """
+        if isinstance(path, str) and path.startswith(("http://", "https://", "ftp://")):
+            raise ValueError(f"{path}: demixers does not fetch URLs; download the file and pass its path")
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"stream_file takes a file path, got {type(path).__name__}")
+        if channel_policy not in CHANNEL_POLICIES:
+            raise ValueError(f"channel_policy must be one of {CHANNEL_POLICIES}, got {channel_policy!r}")
+        config = self.model.config
+        batch_size = self._batch_size if batch_size is None else batch_size
+        settings = resolve_chunk_settings(
+            config, segment=segment, overlap=overlap, batch_size=batch_size, shifts=shifts, seed=seed
+        )
+        audio = AudioFile(path)
+        statistics = MixtureStatistics() if normalizes_input(config) else None
+        counter = _Counter()
+        total = 0
+        for block in self._model_blocks(audio, channel_policy, counter, check_finite=True):
+            total += block.shape[-1]
+            if statistics is not None:
+                statistics.update(block)
+        if counter.count == 0:
+            raise ValueError(f"{audio.name}: contains zero samples")
+        if total == 0:
+            raise ValueError(
+                f"{audio.name}: {counter.count} sample(s) at {audio.sampling_rate} Hz is less than one "
+                f"sample at the model's {config.sampling_rate} Hz"
             )
-        return stems
+        normalization = statistics.normalization() if statistics is not None else None
+        output_rate = audio.sampling_rate if resample_output else config.sampling_rate
+        length = counter.count if output_rate == audio.sampling_rate else None
+        if length is None:
+            length = total
+
+        def blocks() -> Iterator[np.ndarray]:
+            model_blocks = self._model_blocks(audio, channel_policy, _Counter())
+            return self._separate_blocks(
+                model_blocks,
+                total,
+                settings,
+                normalization,
+                output_rate,
+                length if output_rate == audio.sampling_rate else None,
+                progress,
+            )
+
+        return SeparationStream(
+            labels=list(config.source_names),
+            sampling_rate=output_rate,
+            channels=config.audio_channels,
+            length=length,
+            normalization=normalization,
+            _blocks=blocks,
+        )
+
+    def _model_blocks(
+        self, audio: AudioFile, channel_policy: str, counter: _Counter, check_finite: bool = False
+    ) -> Iterator[np.ndarray]:
+        """The file's blocks at the model's rate and channel count (as `preprocess` converts arrays)."""
+        config = self.model.config
+        decoded = counter.count_blocks(audio.blocks(check_finite=check_finite))
+        for block in resample_blocks(decoded, audio.sampling_rate, config.sampling_rate):
+            yield match_channels(block, config.audio_channels, channel_policy, name=audio.name)
 
     def _model_dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+
+@dataclass
+class SeparationStream:
+    """The stems of one file, produced block by block (see `AudioSourceSeparationPipeline.stream_file`).
+
+    Iterate over it (once or again: each iteration reads the file anew) for float32
+    ``(len(labels), channels, n)`` blocks, ``length`` samples at ``sampling_rate`` in all.
+    ``normalization`` holds the whole-track statistics of ``normalize_input`` models (else None).
+    """
+
+    labels: list[str]
+    sampling_rate: int
+    channels: int
+    length: int
+    normalization: Normalization | None = None
+    _blocks: Callable[[], Iterator[np.ndarray]] = dataclasses.field(default=lambda: iter(()), repr=False)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self._blocks()
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def count_blocks(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in blocks:
+            self.count += block.shape[-1]
+            yield block
+
+
+def _normalized_blocks(
+    blocks: Iterable[np.ndarray], apply: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[np.ndarray]:
+    """Normalise block by block, cutting large blocks so the float64 temporaries stay small."""
+    for block in blocks:
+        for start in range(0, block.shape[-1], STATISTICS_BLOCK):
+            yield apply(block[..., start : start + STATISTICS_BLOCK])
 
 
 def _is_sample_list(inputs: list[Any] | tuple[Any, ...]) -> bool:
@@ -285,9 +472,3 @@ def decode_input(
         )
     rate = check_sampling_rate(sampling_rate)
     return as_channels_first(inputs, name=name, time_axis=time_axis), rate
-
-
-def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
-    if audio.shape[-1] >= length:
-        return audio[..., :length]
-    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, length - audio.shape[-1])])

@@ -1,10 +1,12 @@
 """Chunked overlap-add inference with bounded memory.
 
-`separate_chunked` runs a separation model over a waveform of any length, one window ("chunk")
-at a time, and streams each chunk's sources into one preallocated output array. Peak memory is
-the input and output arrays plus a constant that depends on ``segment`` and ``batch_size`` only:
-at most ``batch_size`` chunk outputs (and, for permutation-invariant models, the previous
-chunk's) are alive at any time.
+`iter_chunked` runs a separation model over an input of any length, one window ("chunk") at a
+time, reading the input as consecutive blocks and yielding the output as consecutive final
+spans. Memory is O(``segment * batch_size``): only the input still needed by some chunk and the
+output that some chunk may still add to are kept. `separate_chunked` (the in-memory pipeline)
+collects the spans into one preallocated array; the streaming file path of ``demixers
+separate`` writes them to disk. Both go through the same generator, so they give the same
+numbers.
 
 Geometry
     Chunks are ``floor(segment * sampling_rate)`` samples long (or the whole input when it is
@@ -32,8 +34,14 @@ Permutation-invariant (speech) models
 Shifts (test-time augmentation, as demucs' ``apply_model``)
     With ``shifts=N > 0`` the input is separated N times, each time delayed by a random offset in
     ``[0, max_shift]`` (half a second by default) drawn from a ``torch.Generator`` seeded with
-    ``seed`` (never the global RNG), and the N results are averaged. Each pass streams into the
-    same output array. Only meaningful for models with a fixed source order.
+    ``seed`` (never the global RNG), and the N results are averaged. The passes advance together
+    (the one lagging furthest behind runs next), so a span is final once every pass is past it.
+    Only meaningful for models with a fixed source order.
+
+Input normalisation
+    Models whose config sets ``normalize_input=True`` (Demucs) see the whole track standardised
+    by the mean and std of its mono downmix (`Normalization`, `MixtureStatistics`), as demucs'
+    ``separate`` does; the sources are mapped back before they leave the pipeline.
 
 Silence
     A chunk whose input is exactly zero gets exactly-zero sources without running the model, so
@@ -47,7 +55,7 @@ import itertools
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -284,6 +292,87 @@ def best_permutation(reference: np.ndarray, estimate: np.ndarray) -> tuple[int, 
     return identity
 
 
+# -- whole-track input normalisation -----------------------------------------------------------
+
+NORMALIZATION_EPSILON = 1e-8
+# Statistics are accumulated over fixed blocks of absolute positions, so any way of cutting the
+# input into pieces (one array, file blocks, resampler output) gives bit-identical numbers.
+STATISTICS_BLOCK = 1 << 16
+
+
+def normalizes_input(config: Any) -> bool:
+    """``config.normalize_input`` (absent or ``None``: False); anything but a bool is a ValueError."""
+    flag = getattr(config, "normalize_input", None)
+    if flag is None:
+        return False
+    if not isinstance(flag, (bool, np.bool_)):
+        raise ValueError(f"normalize_input must be a bool, got {flag!r}")
+    return bool(flag)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Whole-track standardisation of the mixture, as demucs' ``separate`` does around ``apply_model``.
+
+    The model sees ``(x - mean) / std`` and its sources are mapped back with ``y * std + mean``,
+    where ``mean`` and ``std`` are those of the mono downmix (the mean over channels) of the whole
+    input at the model's rate and channel count, ``std`` with Bessel's correction (``torch.std``'s
+    default) plus 1e-8. The arithmetic is float64, rounded once to float32.
+    """
+
+    mean: float
+    std: float
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        return ((block - self.mean) / self.std).astype(np.float32)
+
+    def undo(self, block: np.ndarray) -> np.ndarray:
+        return (block * self.std + self.mean).astype(np.float32)
+
+
+class MixtureStatistics:
+    """Running mean and std of the mono downmix of ``(channels, time)`` blocks (Chan et al.'s
+    pairwise update over fixed blocks of `STATISTICS_BLOCK` samples)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._mean = 0.0
+        self._m2 = 0.0
+        self._pending: list[np.ndarray] = []
+        self._pending_length = 0
+
+    def update(self, block: np.ndarray) -> None:
+        mono = block.mean(axis=0, dtype=np.float64)  # per sample: independent of the cut
+        while mono.size:
+            take = min(mono.size, STATISTICS_BLOCK - self._pending_length)
+            self._pending.append(mono[:take])
+            self._pending_length += take
+            mono = mono[take:]
+            if self._pending_length == STATISTICS_BLOCK:
+                self._combine()
+
+    def _combine(self) -> None:
+        if not self._pending_length:
+            return
+        values = np.concatenate(self._pending)
+        self._pending, self._pending_length = [], 0
+        count = values.size
+        mean = float(values.sum()) / count
+        m2 = float(np.sum((values - mean) ** 2))
+        total = self.count + count
+        delta = mean - self._mean
+        self._mean += delta * count / total
+        self._m2 += m2 + delta * delta * self.count * count / total
+        self.count = total
+
+    def normalization(self) -> Normalization:
+        self._combine()
+        if self.count == 0:
+            raise ValueError("no samples to normalise")
+        variance = self._m2 / (self.count - 1) if self.count > 1 else 0.0
+        return Normalization(mean=self._mean, std=math.sqrt(max(variance, 0.0)) + NORMALIZATION_EPSILON)
+
+
 # -- the loop ----------------------------------------------------------------------------------
 
 
@@ -298,7 +387,7 @@ def shift_delays(sampling_rate: int, settings: ChunkSettings) -> list[int]:
 
 
 def count_chunks(total: int, sampling_rate: int, settings: ChunkSettings) -> int:
-    """Number of chunks `separate_chunked` will run through the model (for progress bars)."""
+    """Number of chunks `iter_chunked` will run through the model (for progress bars)."""
     chunk = segment_samples(settings.segment, sampling_rate)
     return sum(
         len(chunk_layout(total + delay, chunk, settings.overlap)[1])
@@ -316,112 +405,248 @@ def separate_chunked(
 ) -> np.ndarray:
     """Separate float32 ``(channels, time)`` into float32 ``(sources, channels, time)``.
 
+    `iter_chunked` over the whole waveform, its spans copied into one preallocated array.
+    """
+    if waveform.ndim != 2:
+        raise ValueError(f"waveform must be (channels, time), got shape {tuple(waveform.shape)}")
+    channels, total = waveform.shape
+    output = np.empty((num_sources, channels, total), dtype=np.float32)
+    filled = 0
+    for span in iter_chunked(
+        forward, [waveform], total, channels, num_sources, sampling_rate, settings, progress
+    ):
+        output[..., filled : filled + span.shape[-1]] = span
+        filled += span.shape[-1]
+    return output
+
+
+class _InputWindow:
+    """The part of an input, given as consecutive ``(channels, n)`` blocks, that chunks still need.
+
+    `read` pulls blocks until the requested range is available; `release` forgets what lies before
+    a position. A single block holding the whole input is only ever sliced (views, no copy).
+    """
+
+    def __init__(self, blocks: Iterable[np.ndarray], channels: int, total: int) -> None:
+        self._blocks = iter(blocks)
+        self._channels = channels
+        self._total = total
+        self._buffer = np.zeros((channels, 0), dtype=np.float32)
+        self._start = 0  # input position of self._buffer[:, 0]
+
+    def _next_block(self) -> np.ndarray | None:
+        block = next(self._blocks, None)
+        if block is not None and (block.ndim != 2 or block.shape[0] != self._channels):
+            raise ValueError(f"input blocks must be ({self._channels}, time), got shape {tuple(block.shape)}")
+        return block
+
+    def _fill(self, end: int) -> None:
+        available = self._start + self._buffer.shape[1]
+        pieces = []
+        while available < end:
+            block = self._next_block()
+            if block is None:
+                raise RuntimeError(f"the input ended after {available} samples, {self._total} were announced")
+            pieces.append(block)
+            available += block.shape[1]
+        if pieces:
+            if self._buffer.shape[1] == 0 and len(pieces) == 1:
+                self._buffer = pieces[0]
+            else:
+                self._buffer = np.concatenate([self._buffer, *pieces], axis=1)
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Input ``[start, start + length)``, zeros where ``start`` is negative."""
+        end = start + length
+        if max(0, start) < self._start:
+            raise RuntimeError(f"internal error: input sample {start} was read after it was released")
+        self._fill(end)
+        if start >= 0:
+            return self._buffer[:, start - self._start : end - self._start]
+        piece = np.zeros((self._channels, length), dtype=np.float32)
+        if end > 0:  # else the chunk lies entirely in the zero prefix
+            piece[:, -start:] = self._buffer[:, : end - self._start]
+        return piece
+
+    def release(self, before: int) -> None:
+        drop = min(max(0, before - self._start), self._buffer.shape[1])
+        if drop:
+            self._buffer = self._buffer[:, drop:]
+            self._start += drop
+
+    def finish(self) -> None:
+        """Check that the blocks hold exactly the announced number of samples."""
+        self._fill(self._total)
+        extra = self._start + self._buffer.shape[1] - self._total
+        while (block := self._next_block()) is not None:
+            extra += block.shape[1]
+        if extra > 0:
+            raise RuntimeError(f"the input holds {self._total + extra} samples, {self._total} were announced")
+
+
+class _Pass:
+    """One pass over the input delayed by ``delay`` zero samples (a `shifts` draw, or the only one)."""
+
+    def __init__(self, total: int, chunk: int, delay: int, settings: ChunkSettings) -> None:
+        self.delay = delay
+        self.total = total
+        self.chunk, self.offsets = chunk_layout(total + delay, chunk, settings.overlap)
+        self.windows = _Windows(self.chunk, self.offsets)
+        self.next = 0  # index of the next chunk to run
+        self.previous: np.ndarray | None = None  # aligned sources of the previous chunk (speech)
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.offsets)
+
+    def frontier(self) -> int:
+        """Input position before which this pass has added every contribution."""
+        if self.done:
+            return self.total
+        return min(self.total, max(0, self.offsets[self.next] - self.delay))
+
+
+class _Accumulator:
+    """Sum of the weighted chunk outputs over ``[emitted, emitted + used)``, grown on demand."""
+
+    def __init__(self, num_sources: int, channels: int, capacity: int) -> None:
+        self.data = np.zeros((num_sources, channels, max(1, capacity)), dtype=np.float32)
+        self.emitted = 0  # input position of self.data[..., 0]
+        self.used = 0
+
+    def target(self, start: int, end: int) -> np.ndarray:
+        """Writable view of input positions ``[start, end)`` (``start >= emitted``)."""
+        lo, hi = start - self.emitted, end - self.emitted
+        if hi > self.data.shape[-1]:
+            grown = np.zeros((*self.data.shape[:-1], max(hi, 2 * self.data.shape[-1])), dtype=np.float32)
+            grown[..., : self.used] = self.data[..., : self.used]
+            self.data = grown
+        self.used = max(self.used, hi)
+        return self.data[..., lo:hi]
+
+    def pop(self, end: int) -> np.ndarray:
+        """Copy of input positions ``[emitted, end)``; they are forgotten."""
+        count = end - self.emitted
+        span = np.zeros((*self.data.shape[:-1], count), dtype=np.float32)
+        valid = min(count, self.used)  # beyond `used` nothing was ever added: zeros
+        span[..., :valid] = self.data[..., :valid]
+        remaining = self.used - valid
+        if remaining:
+            self.data[..., :remaining] = self.data[..., count : count + remaining]
+        self.data[..., remaining : self.used] = 0.0
+        self.used = remaining
+        self.emitted = end
+        return span
+
+
+def iter_chunked(
+    forward: ForwardFn,
+    blocks: Iterable[np.ndarray],
+    total: int,
+    channels: int,
+    num_sources: int,
+    sampling_rate: int,
+    settings: ChunkSettings,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """Separate an input of ``total`` samples given as consecutive float32 ``(channels, n)`` blocks.
+
+    Yields float32 ``(sources, channels, n)`` spans that are final (every chunk and shift pass
+    covering them has been added), in order, together exactly ``total`` samples long. Memory is
+    O(``segment * batch_size``) beyond the blocks themselves: only the input still needed by a
+    chunk and the output not yet final are kept. The in-memory `separate_chunked` and the
+    streaming file path both consume this generator, so they compute the same numbers.
+
+    Shift passes are interleaved: the next batch always comes from the pass that lags furthest
+    behind (the first such pass on ties), so every pass only needs a window of the input.
     ``forward`` maps a float32 CPU tensor ``(chunks, channels, chunk_time)`` to
     ``(chunks, sources, channels, chunk_time)`` (any device/dtype; it is brought back to float32
     CPU here). ``progress`` is called with the number of chunks just processed.
     """
-    if waveform.ndim != 2:
-        raise ValueError(f"waveform must be (channels, time), got shape {tuple(waveform.shape)}")
+    if total <= 0:
+        raise ValueError(f"cannot separate {total} samples")
     chunk = segment_samples(settings.segment, sampling_rate)
     if chunk < 1:
         raise ValueError(f"segment={settings.segment} s is shorter than one sample at {sampling_rate} Hz")
-    channels, total = waveform.shape
-    output = np.zeros((num_sources, channels, total), dtype=np.float32)
-
-    delays = shift_delays(sampling_rate, settings)
-    for delay in delays:
-        _run_pass(
-            forward,
-            waveform,
-            output,
-            delay,
-            chunk,
-            1.0 / len(delays),
-            num_sources,
-            sampling_rate,
-            settings,
-            progress,
-        )
-    return output
-
-
-def _read(waveform: np.ndarray, start: int, length: int) -> np.ndarray:
-    """``waveform[:, start:start + length]`` with zeros where ``start`` is negative."""
-    if start >= 0:
-        return waveform[:, start : start + length]
-    piece = np.zeros((waveform.shape[0], length), dtype=waveform.dtype)
-    if length + start > 0:  # else the chunk lies entirely in the zero prefix
-        piece[:, -start:] = waveform[:, : length + start]
-    return piece
-
-
-def _batches(offsets: list[int], batch_size: int) -> Iterator[list[int]]:
-    for first in range(0, len(offsets), batch_size):
-        yield list(range(first, min(first + batch_size, len(offsets))))
-
-
-def _run_pass(
-    forward: ForwardFn,
-    waveform: np.ndarray,
-    output: np.ndarray,
-    delay: int,
-    chunk: int,
-    scale: float,
-    num_sources: int,
-    sampling_rate: int,
-    settings: ChunkSettings,
-    progress: Callable[[int], None] | None,
-) -> None:
-    """One pass over the input delayed by ``delay`` zero samples, added (times ``scale``) into ``output``."""
-    total = waveform.shape[-1]
-    chunk, offsets = chunk_layout(total + delay, chunk, settings.overlap)
-    windows = _Windows(chunk, offsets)
+    passes = [_Pass(total, chunk, delay, settings) for delay in shift_delays(sampling_rate, settings)]
+    scale = 1.0 / len(passes)
     align = settings.permutation_invariant and num_sources > 1
-    if align and len(offsets) > 1 and offsets[1] >= chunk:
+    if align and any(len(p.offsets) > 1 and p.offsets[1] >= p.chunk for p in passes):
         warnings.warn(
             "overlap=0 leaves no common region to keep speakers consistent between chunks; "
             "use overlap > 0 for speech models",
             stacklevel=3,
         )
-    previous: np.ndarray | None = None  # aligned sources of the previous chunk
-    for indices in _batches(offsets, settings.batch_size):
-        # virtual position p maps to input sample p - delay
-        pieces = [_read(waveform, offsets[i] - delay, chunk) for i in indices]
-        silent = [not np.any(piece) for piece in pieces]
-        results: list[np.ndarray | None] = [None] * len(indices)
-        active = [k for k, is_silent in enumerate(silent) if not is_silent]
-        if active:
-            batch = torch.from_numpy(np.stack([pieces[k] for k in active]))
-            estimates = forward(batch)
-            estimates = estimates.detach().to(device="cpu", dtype=torch.float32).numpy()
-            expected = (len(active), num_sources, waveform.shape[0], chunk)
-            if estimates.shape != expected:
-                raise RuntimeError(
-                    f"the model returned shape {estimates.shape} for chunks of shape {expected}"
-                )
-            for k, estimate in zip(active, estimates, strict=True):
-                results[k] = estimate
-        del pieces
-        for k, index in enumerate(indices):
-            estimate = results[k]
-            start = offsets[index] - delay
-            if estimate is None:
-                estimate = np.zeros((num_sources, waveform.shape[0], chunk), dtype=np.float32)
-            elif not np.isfinite(estimate).all():
-                begin, end = max(0, start) / sampling_rate, (start + chunk) / sampling_rate
-                raise RuntimeError(f"the model produced NaN/Inf for the chunk {begin:.2f}-{end:.2f} s")
-            if align and previous is not None and index > 0:
-                common = offsets[index - 1] + chunk - offsets[index]
-                if common > 0:
-                    perm = best_permutation(previous[..., chunk - common :], estimate[..., :common])
-                    if perm != tuple(range(num_sources)):
-                        estimate = estimate[list(perm)]
-            weight = windows.normalised(index)
-            lo = max(0, -start)  # skip the zero delay prefix (possibly the whole chunk)
-            if lo < chunk:
-                target = output[..., start + lo : start + chunk]
-                target += (scale * weight[lo:]) * estimate[..., lo:]
-            previous = estimate if align else None
-            results[k] = None
+    source = _InputWindow(blocks, channels, total)
+    accumulator = _Accumulator(num_sources, channels, passes[0].chunk * (1 + settings.batch_size))
+    while True:
+        pending = [p for p in passes if not p.done]
+        if not pending:
+            break
+        current = min(pending, key=_Pass.frontier)
+        ran = _run_batch(
+            forward, source, accumulator, current, scale, num_sources, channels, sampling_rate, settings
+        )
         if progress is not None:
-            progress(len(indices))
+            progress(ran)
+        frontier = min(p.frontier() for p in passes)
+        source.release(frontier)
+        if frontier > accumulator.emitted:
+            yield accumulator.pop(frontier)
+    source.finish()
+
+
+def _run_batch(
+    forward: ForwardFn,
+    source: _InputWindow,
+    accumulator: _Accumulator,
+    current: _Pass,
+    scale: float,
+    num_sources: int,
+    channels: int,
+    sampling_rate: int,
+    settings: ChunkSettings,
+) -> int:
+    """Run the next ``batch_size`` chunks of ``current``, add them (times ``scale``) to the sum and
+    return how many ran."""
+    chunk, offsets, delay = current.chunk, current.offsets, current.delay
+    indices = list(range(current.next, min(current.next + settings.batch_size, len(offsets))))
+    # virtual position p maps to input sample p - delay
+    pieces = [source.read(offsets[i] - delay, chunk) for i in indices]
+    silent = [not np.any(piece) for piece in pieces]
+    results: list[np.ndarray | None] = [None] * len(indices)
+    active = [k for k, is_silent in enumerate(silent) if not is_silent]
+    if active:
+        batch = torch.from_numpy(np.stack([pieces[k] for k in active]))
+        estimates = forward(batch)
+        estimates = estimates.detach().to(device="cpu", dtype=torch.float32).numpy()
+        expected = (len(active), num_sources, channels, chunk)
+        if estimates.shape != expected:
+            raise RuntimeError(f"the model returned shape {estimates.shape} for chunks of shape {expected}")
+        for k, estimate in zip(active, estimates, strict=True):
+            results[k] = estimate
+    del pieces
+    align = settings.permutation_invariant and num_sources > 1
+    for k, index in enumerate(indices):
+        estimate = results[k]
+        start = offsets[index] - delay
+        if estimate is None:
+            estimate = np.zeros((num_sources, channels, chunk), dtype=np.float32)
+        elif not np.isfinite(estimate).all():
+            begin, end = max(0, start) / sampling_rate, (start + chunk) / sampling_rate
+            raise RuntimeError(f"the model produced NaN/Inf for the chunk {begin:.2f}-{end:.2f} s")
+        if align and current.previous is not None and index > 0:
+            common = offsets[index - 1] + chunk - offsets[index]
+            if common > 0:
+                perm = best_permutation(current.previous[..., chunk - common :], estimate[..., :common])
+                if perm != tuple(range(num_sources)):
+                    estimate = estimate[list(perm)]
+        weight = current.windows.normalised(index)
+        lo = max(0, -start)  # skip the zero delay prefix (possibly the whole chunk)
+        if lo < chunk:
+            target = accumulator.target(start + lo, start + chunk)
+            target += (scale * weight[lo:]) * estimate[..., lo:]
+        current.previous = estimate if align else None
+        results[k] = None
+    current.next = indices[-1] + 1
+    return len(indices)

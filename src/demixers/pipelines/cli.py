@@ -10,10 +10,15 @@ labels of the model's ``config.source_names``, at the input's sampling rate and 
   the same factor** (the largest peak maps to full scale) and a warning is printed, so the stems
   keep their balance and still add up to a (scaled) mixture. 32-bit float wav keeps such values
   unchanged.
+* Memory: files are streamed (`AudioSourceSeparationPipeline.stream_file`): the input is read
+  block by block (twice: once to check it and measure it, once to separate it) and every stem is
+  written as it is produced, so peak memory does not grow with the file's length.
 * Safety: each stem is written to a temporary name in its output folder and renamed into place
-  once every stem of that input is written, so an interrupted run never leaves a truncated stem
-  (and leaves no temporary file). Existing outputs are never replaced without ``--overwrite``;
-  this is checked before separating.
+  once every stem of that input is complete, so an interrupted run never leaves a truncated stem;
+  temporary files are removed on any failure. For integer formats the stems first go to float32
+  temporaries (``.<label>.<ext>.<hex>.f32.tmp``) while their common peak is tracked, then are
+  transcoded block by block with the rescaling factor. Existing outputs are never replaced
+  without ``--overwrite``; this is checked before separating.
 * Several inputs: each failing input is reported on one line and nothing is written for it; the
   others are still separated. The exit code is 0 when all inputs succeeded, 1 when any failed and
   2 for a usage error (bad option, no model).
@@ -28,6 +33,7 @@ import contextlib
 import os
 import sys
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
             claimed[folder] = source
             targets = [folder / f"{label}.{args.format}" for label in config.source_names]
             _check_input_and_targets(source, targets, args.overwrite)
-            stems = separator(source, **call_kwargs)
-            write_stems(stems, targets, args.format, bit_depth, name=source)
+            stream = separator.stream_file(source, **call_kwargs)  # reads and checks the whole file
+            write_stream(stream, targets, args.format, bit_depth, name=source)
         except INPUT_ERRORS as error:
             failures += 1
             print(f"demixers separate: error: {_one_line(error, source)}", file=sys.stderr)
@@ -226,38 +232,32 @@ def _one_line(error: BaseException, source: str) -> str:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def prevent_clipping(stems: list[dict[str, Any]], name: str = "audio") -> tuple[list[Any], float]:
-    """Scale all stems of one input, in place, by one factor so that every sample is within [-1, 1].
+# float32 temporaries of integer-format stems (RF64: no 4 GiB limit)
+FLOAT_TEMPORARY = {"format": "RF64", "subtype": "FLOAT"}
+WRITE_BLOCK = 1 << 16
 
-    Returns the (possibly) scaled arrays and the factor (1.0 when nothing exceeded full scale).
+
+def write_stream(
+    stream: Iterable[Any],
+    targets: list[Path],
+    fmt: str,
+    bit_depth: int | None,
+    name: str = "audio",
+) -> None:
+    """Write every stem of ``stream`` to its target, all-or-nothing, block by block.
+
+    ``stream`` has ``sampling_rate``, ``channels`` and ``length`` and yields float32
+    ``(len(targets), channels, n)`` blocks (a `SeparationStream`). 32-bit float wav is written
+    directly to temporary names; the integer formats (16/24-bit wav and flac, mp3) go to float32
+    temporaries first while the peak of all stems is tracked, then are transcoded block by block,
+    all scaled by one factor when that peak exceeds full scale (with a warning on stderr). The
+    temporaries are renamed into place only when every stem is complete and removed on any failure.
     """
     import numpy as np
+    import soundfile
 
-    arrays = [stem["audio"] for stem in stems]
-    # max and -min instead of abs(): no temporary copy of a long stem
-    peak = max((max(float(audio.max()), -float(audio.min())) for audio in arrays if audio.size), default=0.0)
-    if peak <= 1.0:
-        return arrays, 1.0
-    factor = 1.0 / peak
-    print(
-        f"demixers separate: warning: {name}: stems peak at {peak:.3f}, beyond [-1, 1]; all stems of this "
-        f"input were scaled together by {factor:.4f} to avoid clipping",
-        file=sys.stderr,
-    )
-    for audio in arrays:  # in place: a second copy of every stem would double the memory
-        audio *= np.float32(factor)
-        np.clip(audio, -1.0, 1.0, out=audio)  # float rounding only
-    return arrays, factor
-
-
-def write_stems(
-    stems: list[dict[str, Any]], targets: list[Path], fmt: str, bit_depth: int | None, name: str = "audio"
-) -> None:
-    """Write every stem to its target, all-or-nothing: temporary names first, then renames."""
-    arrays = [stem["audio"] for stem in stems]
-    sampling_rate = int(stems[0]["sampling_rate"])
+    sampling_rate, channels = int(stream.sampling_rate), int(stream.channels)
     if fmt == "mp3":
-        channels = arrays[0].shape[0]
         if channels > 2:
             raise ValueError(
                 f"{name}: mp3 holds 1 or 2 channels, the stems have {channels}; use --format wav or flac"
@@ -267,53 +267,97 @@ def write_stems(
                 f"{name}: mp3 does not support {sampling_rate} Hz "
                 f"(supported: {', '.join(map(str, MP3_SAMPLE_RATES))})"
             )
-    if fmt == "mp3" or SUBTYPES[(fmt, bit_depth)] != "FLOAT":
-        arrays, _ = prevent_clipping(stems, name)
+    subtype = None if fmt == "mp3" else SUBTYPES[(fmt, bit_depth)]
+    direct = subtype == "FLOAT"
 
     folder = targets[0].parent
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    written: list[tuple[Path, Path]] = []
+    token = uuid.uuid4().hex[:8]
+    finals = [target.with_name(f".{target.name}.{token}.tmp") for target in targets]
+    floats = [target.with_name(f".{target.name}.{token}.f32.tmp") for target in targets]
     try:
-        for audio, target in zip(arrays, targets, strict=True):
-            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            written.append((temporary, target))
-            if fmt == "mp3":
-                temporary.write_bytes(_encode_mp3(audio, sampling_rate))
-            else:
-                _write_soundfile(temporary, audio, sampling_rate, fmt, SUBTYPES[(fmt, bit_depth)])
-        for temporary, target in written:
-            os.replace(temporary, target)
+        first = finals if direct else floats
+        options = {"format": fmt.upper(), "subtype": subtype} if direct else FLOAT_TEMPORARY
+        peak = 0.0
+        written = 0
+        with contextlib.ExitStack() as stack:
+            handles = [
+                stack.enter_context(
+                    soundfile.SoundFile(
+                        str(path), "w", samplerate=sampling_rate, channels=channels, **options
+                    )
+                )
+                for path in first
+            ]
+            for block in stream:
+                if block.shape[0] != len(targets):
+                    raise RuntimeError(f"{name}: {block.shape[0]} stems for {len(targets)} targets")
+                if block.shape[-1] == 0:
+                    continue
+                if not direct:  # max and -min instead of abs(): no temporary copy
+                    peak = max(peak, float(block.max()), -float(block.min()))
+                for handle, stem in zip(handles, block, strict=True):
+                    handle.write(stem.T)
+                written += block.shape[-1]
+        if written != stream.length:
+            raise RuntimeError(f"{name}: {written} samples written, {stream.length} expected")
+        if not direct:
+            factor = 1.0
+            if peak > 1.0:
+                factor = 1.0 / peak
+                print(
+                    f"demixers separate: warning: {name}: stems peak at {peak:.3f}, beyond [-1, 1]; all "
+                    f"stems of this input were scaled together by {factor:.4f} to avoid clipping",
+                    file=sys.stderr,
+                )
+            for source, final in zip(floats, finals, strict=True):
+                _transcode(source, final, fmt, subtype, sampling_rate, channels, np.float32(factor))
+                source.unlink()
+        for final, target in zip(finals, targets, strict=True):
+            os.replace(final, target)
     except BaseException:
-        for temporary, _ in written:
-            temporary.unlink(missing_ok=True)
+        for path in (*floats, *finals):
+            path.unlink(missing_ok=True)
         if created:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
 
 
-def _write_soundfile(
-    path: Path, audio: Any, sampling_rate: int, fmt: str, subtype: str, block: int = 1 << 16
+def _transcode(
+    source: Path, target: Path, fmt: str, subtype: str | None, sampling_rate: int, channels: int, factor: Any
 ) -> None:
-    """Write ``(channels, time)`` block by block (no transposed copy of the whole stem)."""
+    """Float32 temporary -> final format, block by block, times ``factor`` (then clipped to
+    [-1, 1], which only removes float rounding when ``factor`` comes from the peak)."""
+    import numpy as np
     import soundfile
 
-    with soundfile.SoundFile(
-        str(path), "w", samplerate=sampling_rate, channels=audio.shape[0], subtype=subtype, format=fmt.upper()
-    ) as handle:
-        for start in range(0, audio.shape[-1], block):
-            handle.write(audio[:, start : start + block].T)
+    with soundfile.SoundFile(str(source)) as reader:
+        if fmt == "mp3":
+            encoder = _mp3_encoder(sampling_rate, channels)
+            with open(target, "wb") as out:
+                for block in reader.blocks(blocksize=WRITE_BLOCK, dtype="float32", always_2d=True):
+                    pcm = np.round(np.clip(block * factor, -1.0, 1.0) * 32767.0).astype("<i2")
+                    out.write(bytes(encoder.encode(np.ascontiguousarray(pcm).tobytes())))
+                out.write(bytes(encoder.flush()))
+            return
+        with soundfile.SoundFile(
+            str(target), "w", samplerate=sampling_rate, channels=channels, subtype=subtype, format=fmt.upper()
+        ) as writer:
+            for block in reader.blocks(blocksize=WRITE_BLOCK, dtype="float32", always_2d=True):
+                if factor != 1.0:
+                    block *= factor
+                    np.clip(block, -1.0, 1.0, out=block)
+                writer.write(block)
 
 
-def _encode_mp3(audio: Any, sampling_rate: int) -> bytes:
+def _mp3_encoder(sampling_rate: int, channels: int) -> Any:
     import lameenc
-    import numpy as np
 
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
     encoder = lameenc.Encoder()
     encoder.set_bit_rate(MP3_BIT_RATE)
     encoder.set_in_sample_rate(sampling_rate)
-    encoder.set_channels(pcm.shape[0])
+    encoder.set_channels(channels)
     encoder.set_quality(2)
-    return bytes(encoder.encode(np.ascontiguousarray(pcm.T).tobytes()) + encoder.flush())
+    return encoder
