@@ -22,10 +22,16 @@ from .modeling.demucs import (
     HTDemucsConfig,
     HTDemucsForSourceSeparation,
 )
+from .modeling.dttnet import DTTNetConfig, DTTNetForSourceSeparation, DTTNetSourceSeparationOutput
 from .modeling.mossformer import (
     MossFormerConfig,
     MossFormerForSourceSeparation,
     MossFormerSourceSeparationOutput,
+)
+from .modeling.stacked_hourglass import (
+    StackedHourglassConfig,
+    StackedHourglassForSourceSeparation,
+    StackedHourglassSourceSeparationOutput,
 )
 from .pipelines import AudioSourceSeparationPipeline
 
@@ -40,6 +46,8 @@ MODEL_FAMILIES: tuple[tuple[type[PretrainedConfig], type[PreTrainedModel]], ...]
     (HDemucsConfig, HDemucsForSourceSeparation),
     (HTDemucsConfig, HTDemucsForSourceSeparation),
     (DemucsBagConfig, DemucsBagForSourceSeparation),
+    (DTTNetConfig, DTTNetForSourceSeparation),
+    (StackedHourglassConfig, StackedHourglassForSourceSeparation),
 )
 
 
@@ -67,6 +75,9 @@ __all__ = [
     "MODEL_FAMILIES",
     "PIPELINE_TASK",
     "AudioSourceSeparationPipeline",
+    "DTTNetConfig",
+    "DTTNetForSourceSeparation",
+    "DTTNetSourceSeparationOutput",
     "DemucsBagConfig",
     "DemucsBagForSourceSeparation",
     "DemucsConfig",
@@ -80,5 +91,8 @@ __all__ = [
     "MossFormerForSourceSeparation",
     "MossFormerSourceSeparationOutput",
     "SourceSeparationFeatureExtractor",
+    "StackedHourglassConfig",
+    "StackedHourglassForSourceSeparation",
+    "StackedHourglassSourceSeparationOutput",
     "register_model_family",
 ]

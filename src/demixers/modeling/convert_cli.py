@@ -19,6 +19,14 @@ CONVERTERS: dict[str, tuple[str, str]] = {
         "demixers.modeling.demucs.convert_demucs_original_to_hf",
         "Demucs v2/v3/v4 releases (bag yaml + safetensors, or legacy .th files)",
     ),
+    "dttnet": (
+        "demixers.modeling.dttnet.convert_dttnet_original_to_hf",
+        "the official DTTNet Lightning .ckpt (or a plain state dict)",
+    ),
+    "stacked-hourglass": (
+        "demixers.modeling.stacked_hourglass.convert_stacked_hourglass_original_to_hf",
+        "the stacked hourglass release's TensorFlow 1 checkpoints (read without TensorFlow)",
+    ),
 }
 
 

@@ -1,0 +1,228 @@
+"""Configuration of DTTNet, the dual-path TFC-TDF UNet (Chen et al., ICASSP 2024, arXiv:2309.08684).
+
+The defaults reproduce the released vocals model (``configs/model/vocals.yaml`` of
+junyuchen-cjy/DTTNet-Pytorch): 44.1 kHz stereo, ``n_fft`` 6144, hop 1024, the lowest 2048
+frequency bins, chunks of 256 frames, TFC-TDF v3 residual blocks (``num_blocks`` 5, ``l`` 3,
+``g`` 32, ``k`` 3, ``bn`` 8, no TDF bias) and 4 improved dual-path layers (bidirectional LSTMs) with
+2 heads at the bottleneck (about 5.0M parameters).
+
+The released network predicts one target. `source_names` holds that target's name and, optionally, a
+second name for the residual ``mixture - target`` (by default ``["vocals", "accompaniment"]``, as
+MUSDB18 names ``drums + bass + other``). With a single name the model returns only the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import PretrainedConfig
+
+RNN_TYPES = ("lstm", "gru")
+
+
+def _require_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class DTTNetConfig(PretrainedConfig):
+    r"""Configuration of a [`DTTNetForSourceSeparation`] model.
+
+    Args:
+        sampling_rate (`int`, defaults to 44100): sampling rate of the audio the model works on.
+        audio_channels (`int`, defaults to 2): channels of the mixture; each channel contributes its
+            real and imaginary spectrogram as two input planes of the network.
+        source_names (`list[str]`, defaults to `["vocals", "accompaniment"]`): one or two names. The
+            first is the source the network predicts; a second one, when given, is the residual
+            `mixture - target` (so the two outputs sum to the input exactly).
+        n_fft (`int`, defaults to 6144): STFT size (periodic Hann window of the same length, centred
+            frames with reflect padding).
+        hop_length (`int`, defaults to 1024): STFT hop.
+        dim_f (`int`, defaults to 2048): number of frequency bins the network sees (the lowest ones;
+            the others are set to zero before the inverse STFT). Must be divisible by
+            `2 ** (num_blocks // 2)`.
+        dim_t (`int`, defaults to 256): STFT frames per chunk; a chunk is `hop_length * (dim_t - 1)`
+            samples (261120 for the release). Must be divisible by `2 ** (num_blocks // 2)`.
+        overlap_samples (`int`, defaults to 3072): samples of context discarded at each side of every
+            chunk (the release's `overlap`); chunks start every `chunk_size - 2 * overlap_samples`.
+        num_blocks (`int`, defaults to 5): odd number of TFC-TDF stages of the UNet; the encoder and
+            the decoder have `num_blocks // 2` levels each, the bottleneck one.
+        num_tfc_layers (`int`, defaults to 3): convolutions per TFC sub-block (`l`).
+        growth (`int`, defaults to 32): channels of the first level and channel increment per level
+            (`g`).
+        kernel_size (`int`, defaults to 3): odd kernel of the TFC convolutions (`k`).
+        tdf_bottleneck_factor (`int`, defaults to 8): the TDF maps `f -> f // bn -> f` frequency bins
+            (`bn`); 0 gives a single `f -> f` layer.
+        tdf_bias (`bool`, defaults to `False`): bias of the TDF linear layers.
+        num_dual_path_layers (`int`, defaults to 4): improved dual-path modules at the bottleneck
+            (each: one RNN along time, then one along frequency).
+        num_heads (`int`, defaults to 2): the bottleneck channels are split into this many heads that
+            run through the dual-path RNNs as separate batch items.
+        rnn_type (`str`, defaults to `"lstm"`): `"lstm"` or `"gru"`.
+        bidirectional (`bool`, defaults to `True`): bidirectional dual-path RNNs.
+        norm_group_size (`int`, defaults to 16): channels per group of the dual-path GroupNorms
+            (`channels_per_head // norm_group_size` groups).
+    """
+
+    model_type = "dttnet"
+
+    def __init__(
+        self,
+        sampling_rate: int = 44100,
+        audio_channels: int = 2,
+        source_names: Sequence[str] | None = None,
+        n_fft: int = 6144,
+        hop_length: int = 1024,
+        dim_f: int = 2048,
+        dim_t: int = 256,
+        overlap_samples: int = 3072,
+        num_blocks: int = 5,
+        num_tfc_layers: int = 3,
+        growth: int = 32,
+        kernel_size: int = 3,
+        tdf_bottleneck_factor: int = 8,
+        tdf_bias: bool = False,
+        num_dual_path_layers: int = 4,
+        num_heads: int = 2,
+        rnn_type: str = "lstm",
+        bidirectional: bool = True,
+        norm_group_size: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        _require_int("sampling_rate", sampling_rate)
+        _require_int("audio_channels", audio_channels)
+        if source_names is None:
+            source_names = ["vocals", "accompaniment"]
+        if isinstance(source_names, str) or not isinstance(source_names, Sequence):
+            raise ValueError(f"source_names must be a list of one or two names, got {source_names!r}")
+        source_names = list(source_names)
+        if not 1 <= len(source_names) <= 2:
+            raise ValueError(
+                f"source_names must hold the target and optionally the residual (1 or 2 names), "
+                f"got {source_names!r}"
+            )
+        if not all(isinstance(name, str) and name for name in source_names):
+            raise ValueError(f"source_names must be non-empty strings, got {source_names!r}")
+        if len(set(source_names)) != len(source_names):
+            raise ValueError(f"source_names must be unique, got {source_names!r}")
+
+        _require_int("n_fft", n_fft, minimum=2)
+        _require_int("hop_length", hop_length)
+        if hop_length > n_fft:
+            raise ValueError(f"hop_length ({hop_length}) must not exceed n_fft ({n_fft})")
+        _require_int("num_blocks", num_blocks)
+        if num_blocks % 2 == 0:
+            raise ValueError(
+                f"num_blocks must be odd (encoder levels + bottleneck + decoder levels), got {num_blocks}"
+            )
+        scale = 2 ** (num_blocks // 2)
+        _require_int("dim_f", dim_f, minimum=scale)
+        if dim_f > n_fft // 2 + 1:
+            raise ValueError(
+                f"dim_f ({dim_f}) must not exceed the n_fft // 2 + 1 = {n_fft // 2 + 1} STFT bins"
+            )
+        if dim_f % scale:
+            raise ValueError(f"dim_f ({dim_f}) must be divisible by 2 ** (num_blocks // 2) = {scale}")
+        _require_int("dim_t", dim_t, minimum=2)
+        if dim_t % scale:
+            raise ValueError(f"dim_t ({dim_t}) must be divisible by 2 ** (num_blocks // 2) = {scale}")
+        chunk_size = hop_length * (dim_t - 1)
+        if chunk_size <= n_fft // 2:
+            raise ValueError(
+                f"dim_t: a chunk of hop_length * (dim_t - 1) = {chunk_size} samples must be longer than "
+                f"n_fft // 2 = {n_fft // 2} (reflect padding of the centred STFT)"
+            )
+        _require_int("overlap_samples", overlap_samples, minimum=0)
+        if chunk_size - 2 * overlap_samples <= 0:
+            raise ValueError(
+                f"overlap_samples ({overlap_samples}) leaves no output: chunks are {chunk_size} samples "
+                "and lose 2 * overlap_samples"
+            )
+        _require_int("num_tfc_layers", num_tfc_layers)
+        _require_int("growth", growth)
+        _require_int("kernel_size", kernel_size)
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd ('same' padding), got {kernel_size}")
+        _require_int("tdf_bottleneck_factor", tdf_bottleneck_factor, minimum=0)
+        if tdf_bottleneck_factor and dim_f // scale // tdf_bottleneck_factor < 1:
+            raise ValueError(
+                f"tdf_bottleneck_factor ({tdf_bottleneck_factor}) leaves no TDF units at the bottleneck "
+                f"({dim_f // scale} bins)"
+            )
+        if not isinstance(tdf_bias, bool):
+            raise ValueError(f"tdf_bias must be a bool, got {tdf_bias!r}")
+        _require_int("num_dual_path_layers", num_dual_path_layers, minimum=0)
+        _require_int("num_heads", num_heads)
+        _require_int("norm_group_size", norm_group_size)
+        bottleneck_channels = growth * (num_blocks // 2 + 1)
+        if bottleneck_channels % num_heads:
+            raise ValueError(
+                f"num_heads ({num_heads}) must divide the bottleneck channels "
+                f"growth * (num_blocks // 2 + 1) = {bottleneck_channels}"
+            )
+        head_channels = bottleneck_channels // num_heads
+        if num_dual_path_layers:
+            groups = head_channels // norm_group_size
+            if groups < 1 or head_channels % groups:
+                raise ValueError(
+                    f"norm_group_size ({norm_group_size}): {head_channels} channels per head must form a "
+                    "whole number (>= 1) of GroupNorm groups of about norm_group_size channels"
+                )
+        if rnn_type not in RNN_TYPES:
+            raise ValueError(f"rnn_type must be one of {RNN_TYPES}, got {rnn_type!r}")
+        if not isinstance(bidirectional, bool):
+            raise ValueError(f"bidirectional must be a bool, got {bidirectional!r}")
+
+        self.sampling_rate = sampling_rate
+        self.audio_channels = audio_channels
+        self.source_names = source_names
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.dim_f = dim_f
+        self.dim_t = dim_t
+        self.overlap_samples = overlap_samples
+        self.num_blocks = num_blocks
+        self.num_tfc_layers = num_tfc_layers
+        self.growth = growth
+        self.kernel_size = kernel_size
+        self.tdf_bottleneck_factor = tdf_bottleneck_factor
+        self.tdf_bias = tdf_bias
+        self.num_dual_path_layers = num_dual_path_layers
+        self.num_heads = num_heads
+        self.rnn_type = rnn_type
+        self.bidirectional = bidirectional
+        self.norm_group_size = norm_group_size
+        super().__init__(**kwargs)
+
+    @property
+    def num_sources(self) -> int:
+        return len(self.source_names)
+
+    @property
+    def target_name(self) -> str:
+        """Name of the source the network predicts (the residual, if any, is derived from it)."""
+        return self.source_names[0]
+
+    @property
+    def num_levels(self) -> int:
+        """Encoder (and decoder) levels: `num_blocks // 2`."""
+        return self.num_blocks // 2
+
+    @property
+    def chunk_size(self) -> int:
+        """Samples per network pass: `hop_length * (dim_t - 1)` (gives exactly `dim_t` frames)."""
+        return self.hop_length * (self.dim_t - 1)
+
+    @property
+    def chunk_stride(self) -> int:
+        """Output samples per chunk once `overlap_samples` are discarded at each side."""
+        return self.chunk_size - 2 * self.overlap_samples
+
+    @property
+    def bottleneck_channels(self) -> int:
+        return self.growth * (self.num_levels + 1)
+
+
+__all__ = ["DTTNetConfig"]
