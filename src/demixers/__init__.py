@@ -11,6 +11,11 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, Pretrained
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .feature_extraction_separation import SourceSeparationFeatureExtractor
+from .modeling.conv_tasnet import (
+    ConvTasNetConfig,
+    ConvTasNetForSourceSeparation,
+    ConvTasNetSourceSeparationOutput,
+)
 from .modeling.demucs import (
     DemucsBagConfig,
     DemucsBagForSourceSeparation,
@@ -21,6 +26,11 @@ from .modeling.demucs import (
     HDemucsForSourceSeparation,
     HTDemucsConfig,
     HTDemucsForSourceSeparation,
+)
+from .modeling.dprnn_tasnet import (
+    DPRNNTasNetConfig,
+    DPRNNTasNetForSourceSeparation,
+    DPRNNTasNetSourceSeparationOutput,
 )
 from .modeling.dttnet import DTTNetConfig, DTTNetForSourceSeparation, DTTNetSourceSeparationOutput
 from .modeling.mossformer import (
@@ -46,6 +56,8 @@ MODEL_FAMILIES: tuple[tuple[type[PretrainedConfig], type[PreTrainedModel]], ...]
     (HDemucsConfig, HDemucsForSourceSeparation),
     (HTDemucsConfig, HTDemucsForSourceSeparation),
     (DemucsBagConfig, DemucsBagForSourceSeparation),
+    (ConvTasNetConfig, ConvTasNetForSourceSeparation),
+    (DPRNNTasNetConfig, DPRNNTasNetForSourceSeparation),
     (DTTNetConfig, DTTNetForSourceSeparation),
     (StackedHourglassConfig, StackedHourglassForSourceSeparation),
 )
@@ -75,6 +87,12 @@ __all__ = [
     "MODEL_FAMILIES",
     "PIPELINE_TASK",
     "AudioSourceSeparationPipeline",
+    "ConvTasNetConfig",
+    "ConvTasNetForSourceSeparation",
+    "ConvTasNetSourceSeparationOutput",
+    "DPRNNTasNetConfig",
+    "DPRNNTasNetForSourceSeparation",
+    "DPRNNTasNetSourceSeparationOutput",
     "DTTNetConfig",
     "DTTNetForSourceSeparation",
     "DTTNetSourceSeparationOutput",

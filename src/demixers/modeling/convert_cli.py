@@ -19,6 +19,18 @@ CONVERTERS: dict[str, tuple[str, str]] = {
         "demixers.modeling.demucs.convert_demucs_original_to_hf",
         "Demucs v2/v3/v4 releases (bag yaml + safetensors, or legacy .th files)",
     ),
+    "asteroid-conv-tasnet": (
+        "demixers.modeling.conv_tasnet.convert_conv_tasnet_asteroid_to_hf",
+        "asteroid's ConvTasNet checkpoints (a dict with model_args and state_dict)",
+    ),
+    "demucs-tasnet": (
+        "demixers.modeling.conv_tasnet.convert_conv_tasnet_demucs_to_hf",
+        "the demucs v2 `tasnet` music release (.th, 4 stereo sources)",
+    ),
+    "asteroid-dprnn-tasnet": (
+        "demixers.modeling.dprnn_tasnet.convert_dprnn_tasnet_asteroid_to_hf",
+        "asteroid's DPRNNTasNet checkpoints",
+    ),
     "dttnet": (
         "demixers.modeling.dttnet.convert_dttnet_original_to_hf",
         "the official DTTNet Lightning .ckpt (or a plain state dict)",

@@ -1,0 +1,311 @@
+"""Convert asteroid's ``ConvTasNet`` checkpoints into a `save_pretrained` folder.
+
+Accepted sources: the package asteroid's ``BaseModel.serialize()`` / ``save_pretrained`` writes
+(``pytorch_model.bin`` in the Hub repos, or any ``.bin``/``.pth``/``.pt`` file): a dict with
+``model_name`` (``"ConvTasNet"``), ``model_args`` (the constructor arguments: filterbank and mask
+network settings) and ``state_dict``; or a folder holding exactly one such file. A state dict whose
+keys all carry a Lightning ``model.`` prefix is accepted too.
+
+The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only,
+no class named by the file is imported (see `conversion_utils.load_checkpoint`). Only the ``free``
+filterbank (asteroid's default, a plain learned convolution) converts; the analytic / sinc / STFT
+filterbanks and masks narrower than the filterbank (``out_chan``) are refused with a ValueError.
+
+Command line (through the package CLI): ``demixers convert asteroid-conv-tasnet SRC OUT [--overwrite]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_conv_tasnet import ConvTasNetConfig
+from .conversion_utils import (
+    check_output_dir,
+    load_checkpoint,
+    load_into_model,
+    require_plain,
+    save_model_folder,
+    strip_prefixes,
+    tensor_state_dict,
+)
+from .modeling_conv_tasnet import ConvTasNetForSourceSeparation
+
+CHECKPOINT_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
+MODEL_NAMES = ("ConvTasNet",)
+FREE_FILTERBANKS = ("free", "freefb")
+# asteroid norm identifiers (asteroid.masknn.norms) -> ConvTasNetConfig.norm_type
+NORM_TYPES = {"gln": "gln", "globln": "gln", "cln": "cln", "chanln": "cln", "cgln": "cgln", "cumln": "cgln"}
+BATCH_NORMS = ("bn", "batchnorm")
+MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "tanh", "linear")
+# model_args keys this converter reads; anything else is refused rather than silently dropped
+KNOWN_ARGS = {
+    "n_src", "out_chan", "n_blocks", "n_repeats", "bn_chan", "hid_chan", "skip_chan", "conv_kernel_size",
+    "norm_type", "mask_act", "in_chan", "causal", "fb_name", "kernel_size", "n_filters", "stride",
+    "encoder_activation", "sample_rate",
+}  # fmt: skip
+
+_NORM_PARAMS = r"(gamma|beta|weight|bias|running_mean|running_var|num_batches_tracked)"
+_NORM_RENAME = {"gamma": "weight", "beta": "bias"}
+# asteroid key -> ours (the block index is carried over)
+_RULES = [
+    (r"encoder\.filterbank\._filters", "encoder.weight"),
+    (r"decoder\.filterbank\._filters", "decoder.weight"),
+    (rf"masker\.bottleneck\.0\.{_NORM_PARAMS}", r"separator.input_norm.\1"),
+    (r"masker\.bottleneck\.1\.(weight|bias)", r"separator.bottleneck.\1"),
+    (r"masker\.TCN\.(\d+)\.shared_block\.0\.(weight|bias)", r"separator.blocks.\1.in_conv.\2"),
+    (r"masker\.TCN\.(\d+)\.shared_block\.1\.weight", r"separator.blocks.\1.in_activation.weight"),
+    (rf"masker\.TCN\.(\d+)\.shared_block\.2\.{_NORM_PARAMS}", r"separator.blocks.\1.in_norm.\2"),
+    (r"masker\.TCN\.(\d+)\.shared_block\.3(?:\.0)?\.(weight|bias)", r"separator.blocks.\1.depthwise_conv.\2"),
+    (r"masker\.TCN\.(\d+)\.shared_block\.4\.weight", r"separator.blocks.\1.depthwise_activation.weight"),
+    (rf"masker\.TCN\.(\d+)\.shared_block\.5\.{_NORM_PARAMS}", r"separator.blocks.\1.depthwise_norm.\2"),
+    (r"masker\.TCN\.(\d+)\.res_conv\.(weight|bias)", r"separator.blocks.\1.residual_conv.\2"),
+    (r"masker\.TCN\.(\d+)\.skip_conv\.(weight|bias)", r"separator.blocks.\1.skip_conv.\2"),
+    (r"masker\.mask_net\.0\.weight", "separator.output_activation.weight"),
+    (r"masker\.mask_net\.1\.(weight|bias)", r"separator.mask_conv.\1"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def find_checkpoint_file(source: str | os.PathLike) -> Path:
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"no such file or folder: {source}")
+    if source.is_file():
+        return source
+    files = [
+        path for path in sorted(source.iterdir()) if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES
+    ]
+    if len(files) != 1:
+        raise ValueError(
+            f"{source} must hold exactly one asteroid checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), "
+            f"found {[path.name for path in files]}"
+        )
+    return files[0]
+
+
+def load_asteroid_package(
+    source: str | os.PathLike, model_names: tuple[str, ...] = MODEL_NAMES
+) -> dict[str, Any]:
+    """Read an asteroid package: returns ``{"model_name", "model_args", "state_dict"}``."""
+    path = find_checkpoint_file(source)
+    package = load_checkpoint(path)
+    if not isinstance(package, Mapping) or "state_dict" not in package or "model_args" not in package:
+        keys = sorted(map(str, package))[:10] if isinstance(package, Mapping) else type(package).__name__
+        raise ValueError(
+            f"{path} is not an asteroid model package (a dict with 'model_name', 'model_args' and "
+            f"'state_dict', as asteroid's serialize() writes); found {keys}"
+        )
+    model_name = package.get("model_name")
+    if model_name not in model_names:
+        raise ValueError(f"{path} holds an asteroid {model_name!r}, not one of {model_names}")
+    model_args = package["model_args"]
+    if not isinstance(model_args, Mapping):
+        raise ValueError(f"{path}: model_args is not a dict ({type(model_args).__name__})")
+    model_args = dict(require_plain(dict(model_args), f"{path}: model_args"))
+    state_dict = tensor_state_dict(package["state_dict"], f"{path}: state_dict")
+    return {
+        "model_name": model_name,
+        "model_args": model_args,
+        "state_dict": strip_prefixes(state_dict, ("module.", "model.")),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _norm_type(value: Any, field: str) -> str:
+    key = str(value).lower()
+    if key in BATCH_NORMS:
+        return "bn"
+    if key not in NORM_TYPES:
+        raise ValueError(f"model_args[{field!r}]={value!r}: this normalisation is not supported")
+    return NORM_TYPES[key]
+
+
+def _mask_activation(value: Any) -> str:
+    key = "linear" if value is None else str(value).lower()
+    if key not in MASK_ACTIVATIONS:
+        raise ValueError(f"model_args['mask_act']={value!r}: only {MASK_ACTIVATIONS} are supported")
+    return key
+
+
+def _encoder_activation(value: Any) -> str:
+    key = "linear" if value is None else str(value).lower()
+    if key not in ("linear", "relu"):
+        raise ValueError(
+            f"model_args['encoder_activation']={value!r}: only None/'linear' and 'relu' are supported"
+        )
+    return key
+
+
+def _check_filterbank(model_args: Mapping[str, Any]) -> None:
+    fb_name = str(model_args.get("fb_name", "free")).lower()
+    if fb_name not in FREE_FILTERBANKS:
+        raise ValueError(
+            f"model_args['fb_name']={model_args.get('fb_name')!r}: only asteroid's free filterbank converts "
+            "(analytic, sinc and STFT filterbanks derive their filters from other parameters)"
+        )
+
+
+def _sampling_rate(model_args: Mapping[str, Any]) -> int:
+    sample_rate = model_args.get("sample_rate", 8000)
+    if sample_rate is None:
+        sample_rate = 8000
+    if float(sample_rate) != int(sample_rate) or int(sample_rate) <= 0:
+        raise ValueError(f"model_args['sample_rate']={sample_rate!r} is not a positive whole number of Hz")
+    return int(sample_rate)
+
+
+def config_from_model_args(
+    model_args: Mapping[str, Any], config_overrides: Mapping[str, Any] | None = None
+) -> ConvTasNetConfig:
+    """`ConvTasNetConfig` from asteroid's ``ConvTasNet`` constructor arguments."""
+    unknown = sorted(set(model_args) - KNOWN_ARGS)
+    if unknown:
+        raise ValueError(f"model_args has settings this converter does not know: {unknown}")
+    _check_filterbank(model_args)
+    n_filters = int(model_args.get("n_filters", 512))
+    for field in ("in_chan", "out_chan"):
+        value = model_args.get(field)
+        if value is not None and int(value) != n_filters:
+            raise ValueError(
+                f"model_args[{field!r}]={value} differs from n_filters={n_filters}; only masks over the "
+                "whole filterbank are supported"
+            )
+    kernel_size = int(model_args.get("kernel_size", 16))
+    stride = model_args.get("stride")
+    skip = model_args.get("skip_chan", 128)
+    kwargs: dict[str, Any] = {
+        "sampling_rate": _sampling_rate(model_args),
+        "audio_channels": 1,
+        "num_speakers": int(model_args["n_src"]) if "n_src" in model_args else 2,
+        "encoder_channels": n_filters,
+        "encoder_kernel_size": kernel_size,
+        "encoder_stride": int(stride) if stride else kernel_size // 2,
+        "encoder_activation": _encoder_activation(model_args.get("encoder_activation")),
+        "bottleneck_channels": int(model_args.get("bn_chan", 128)),
+        "hidden_channels": int(model_args.get("hid_chan", 512)),
+        "skip_channels": int(skip) if skip else 0,
+        "conv_kernel_size": int(model_args.get("conv_kernel_size", 3)),
+        "num_blocks": int(model_args.get("n_blocks", 8)),
+        "num_repeats": int(model_args.get("n_repeats", 3)),
+        "norm_type": _norm_type(model_args.get("norm_type", "gLN"), "norm_type"),
+        "causal": bool(model_args.get("causal", False)),
+        "mask_activation": _mask_activation(model_args.get("mask_act", "sigmoid")),
+        "mask_prelu": True,
+        "separator_bias": True,
+    }
+    kwargs.update(config_overrides or {})
+    if "source_names" in kwargs:
+        kwargs.pop("num_speakers", None)
+    return ConvTasNetConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# State dict
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_state_dict(
+    state_dict: Mapping[str, torch.Tensor], config: ConvTasNetConfig
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map asteroid keys to ours. Returns ``(state_dict, unconverted_asteroid_keys)``.
+
+    With skip connections asteroid's last block keeps a residual convolution whose output nothing
+    reads; it does not change the outputs and is dropped.
+    """
+    last = config.num_blocks * config.num_repeats - 1
+    dead = re.compile(rf"masker\.TCN\.{last}\.res_conv\.(weight|bias)") if config.skip_channels else None
+    converted: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in state_dict.items():
+        if dead is not None and dead.fullmatch(key):
+            continue
+        for pattern, replacement in _RULES:
+            if re.fullmatch(pattern, key):
+                new = re.sub(pattern, replacement, key)
+                head, _, leaf = new.rpartition(".")
+                converted[f"{head}.{_NORM_RENAME.get(leaf, leaf)}"] = value
+                break
+        else:
+            unexpected.append(key)
+    return converted, unexpected
+
+
+def build_model(
+    package: Mapping[str, Any], config_overrides: Mapping[str, Any] | None = None
+) -> ConvTasNetForSourceSeparation:
+    """A `ConvTasNetForSourceSeparation` holding the package's weights (eval mode)."""
+    config = config_from_model_args(package["model_args"], config_overrides)
+    state_dict, unexpected = convert_state_dict(package["state_dict"], config)
+    if unexpected:
+        raise ValueError(
+            f"the asteroid state dict has keys this converter does not know ({len(unexpected)}): "
+            + ", ".join(unexpected[:20])
+        )
+    model = ConvTasNetForSourceSeparation(config)
+    load_into_model(model, state_dict, "the asteroid ConvTasNet state dict")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def convert_checkpoint(
+    source: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    config_overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """Convert an asteroid ConvTasNet package into a `save_pretrained` folder; returns the folder.
+
+    Raises `ValueError` when the package is not a supported ConvTasNet (listing what does not match),
+    `FileExistsError` when ``output_dir`` exists and ``overwrite`` is False.
+    """
+    output_dir = check_output_dir(output_dir, overwrite)
+    model = build_model(load_asteroid_package(source), config_overrides)
+    return save_model_folder(model, output_dir)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        metavar="SRC",
+        help="asteroid ConvTasNet package (pytorch_model.bin / .pth) or a folder with one",
+    )
+    parser.add_argument("output_dir", metavar="OUT", help="folder to write the converted model to")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it already exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    output_dir = convert_checkpoint(args.source, args.output_dir, overwrite=args.overwrite)
+    print(f"wrote the converted Conv-TasNet to {output_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Convert asteroid's ConvTasNet checkpoints into a save_pretrained folder."
+    )
+    configure_parser(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
