@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from tests.modeling.common import SourceSeparationModelTesterMixin
 from tests.toy_models import ToySplitterConfig, ToySplitterForSourceSeparation
 
 
 class TestToySplitterContract(SourceSeparationModelTesterMixin):
     model_class = ToySplitterForSourceSeparation
-    invalid_config_kwargs = [({"source_names": []}, "source_names")]
+    invalid_config_kwargs: ClassVar[list[tuple[dict, str]]] = [({"source_names": []}, "source_names")]
 
     def get_config(self) -> ToySplitterConfig:
         return ToySplitterConfig(audio_channels=2, source_names=["a", "b", "c"])

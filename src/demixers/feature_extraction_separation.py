@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
@@ -26,7 +26,7 @@ class SourceSeparationFeatureExtractor(SequenceFeatureExtractor):
     * `padding_mask`: int64 `(batch, time)`, 1 on real samples and 0 on padding.
     """
 
-    model_input_names = ["input_values", "padding_mask"]
+    model_input_names: ClassVar[list[str]] = ["input_values", "padding_mask"]
 
     def __init__(
         self,

@@ -1,0 +1,213 @@
+"""What a model card says about each architecture: a description, the paper, and its BibTeX."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ARCHITECTURES", "Architecture", "architecture_for"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    domain: str  # "speech" | "music"
+    description: str
+    paper: str
+    paper_url: str
+    bibtex: str
+
+
+_HTDEMUCS_BIB = """@inproceedings{rouard2023hybrid,
+  title     = {Hybrid Transformers for Music Source Separation},
+  author    = {Rouard, Simon and Massa, Francisco and D{\\'e}fossez, Alexandre},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year      = {2023}
+}"""
+
+_HDEMUCS_BIB = """@inproceedings{defossez2021hybrid,
+  title     = {Hybrid Spectrogram and Waveform Source Separation},
+  author    = {D{\\'e}fossez, Alexandre},
+  booktitle = {Proceedings of the ISMIR 2021 Workshop on Music Source Separation},
+  year      = {2021}
+}"""
+
+_DEMUCS_BIB = """@article{defossez2019music,
+  title   = {Music Source Separation in the Waveform Domain},
+  author  = {D{\\'e}fossez, Alexandre and Usunier, Nicolas and Bottou, L{\\'e}on and Bach, Francis},
+  journal = {arXiv preprint arXiv:1911.13254},
+  year    = {2019}
+}"""
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "mossformer": Architecture(
+        name="MossFormer",
+        domain="speech",
+        description=(
+            "MossFormer is a time-domain speech separator: a 1-D convolutional encoder, a masking network of "
+            "gated single-head transformer blocks with convolution-augmented joint local (quadratic, within "
+            "groups of frames) and global (linearised, over the whole sequence) self-attention, and a "
+            "transposed-convolution decoder that turns each speaker's masked representation back into a "
+            "waveform."
+        ),
+        paper=(
+            "MossFormer: Pushing the Performance Limit of Monaural Speech Separation using Gated Single-Head "
+            "Transformer with Convolution-Augmented Joint Self-Attentions (Zhao & Ma, ICASSP 2023)"
+        ),
+        paper_url="https://arxiv.org/abs/2302.11824",
+        bibtex="""@inproceedings{zhao2023mossformer,
+  title     = {{MossFormer}: Pushing the Performance Limit of Monaural Speech Separation using Gated
+               Single-Head Transformer with Convolution-Augmented Joint Self-Attentions},
+  author    = {Zhao, Shengkui and Ma, Bin},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year      = {2023}
+}""",
+    ),
+    "htdemucs": Architecture(
+        name="Hybrid Transformer Demucs (HTDemucs)",
+        domain="music",
+        description=(
+            "Hybrid Transformer Demucs is a two-branch U-Net for music source separation: one branch "
+            "works on "
+            "the waveform, the other on the spectrogram, and a cross-domain transformer encoder "
+            "joins them at "
+            "the bottleneck (self-attention within each domain, cross-attention between them) before both "
+            "decoders produce each stem, the spectrogram branch through a mask and the inverse STFT."
+        ),
+        paper="Hybrid Transformers for Music Source Separation (Rouard, Massa & Défossez, ICASSP 2023)",
+        paper_url="https://arxiv.org/abs/2211.08553",
+        bibtex=_HTDEMUCS_BIB,
+    ),
+    "hdemucs": Architecture(
+        name="Hybrid Demucs (HDemucs)",
+        domain="music",
+        description=(
+            "Hybrid Demucs is a dual U-Net for music source separation with a temporal (waveform) and a "
+            "spectral (STFT) branch that share their innermost layers; the spectral output is turned back "
+            "into audio with the inverse STFT and summed with the waveform output for each stem."
+        ),
+        paper="Hybrid Spectrogram and Waveform Source Separation (Défossez, ISMIR 2021 MDX workshop)",
+        paper_url="https://arxiv.org/abs/2111.03600",
+        bibtex=_HDEMUCS_BIB,
+    ),
+    "demucs": Architecture(
+        name="Demucs",
+        domain="music",
+        description=(
+            "Demucs is a waveform-to-waveform U-Net for music source separation: strided 1-D convolutional "
+            "encoder blocks with GLU activations, a bidirectional LSTM at the bottleneck and transposed-"
+            "convolution decoder blocks with skip connections, producing one waveform per stem."
+        ),
+        paper="Music Source Separation in the Waveform Domain (Défossez, Usunier, Bottou & Bach, 2019)",
+        paper_url="https://arxiv.org/abs/1911.13254",
+        bibtex=_DEMUCS_BIB,
+    ),
+    "demucs_bag": Architecture(
+        name="Bag of Demucs models",
+        domain="music",
+        description=(
+            "A bag of Demucs models: several (Hybrid/Hybrid Transformer) Demucs separators whose estimates "
+            "are averaged with per-source weights, as in the official Demucs releases."
+        ),
+        paper="Hybrid Transformers for Music Source Separation (Rouard, Massa & Défossez, ICASSP 2023)",
+        paper_url="https://arxiv.org/abs/2211.08553",
+        bibtex=_HTDEMUCS_BIB + "\n" + _HDEMUCS_BIB,
+    ),
+    "conv_tasnet": Architecture(
+        name="Conv-TasNet",
+        domain="speech",
+        description=(
+            "Conv-TasNet is a fully convolutional time-domain separator: a learned 1-D convolutional "
+            "encoder, "
+            "a temporal convolutional network (stacked dilated depthwise-separable convolution blocks) that "
+            "estimates one mask per source on the encoded mixture, and a linear decoder back to waveforms."
+        ),
+        paper=(
+            "Conv-TasNet: Surpassing Ideal Time-Frequency Magnitude Masking for Speech Separation "
+            "(Luo & Mesgarani, IEEE/ACM TASLP 2019)"
+        ),
+        paper_url="https://arxiv.org/abs/1809.07454",
+        bibtex="""@article{luo2019convtasnet,
+  title   = {Conv-{TasNet}: Surpassing Ideal Time--Frequency Magnitude Masking for Speech Separation},
+  author  = {Luo, Yi and Mesgarani, Nima},
+  journal = {IEEE/ACM Transactions on Audio, Speech, and Language Processing},
+  volume  = {27},
+  number  = {8},
+  pages   = {1256--1266},
+  year    = {2019}
+}""",
+    ),
+    "dprnn_tasnet": Architecture(
+        name="DPRNN-TasNet",
+        domain="speech",
+        description=(
+            "DPRNN-TasNet is a time-domain separator whose masking network is a dual-path recurrent network: "
+            "the encoded sequence is cut into overlapping chunks, and blocks of intra-chunk and inter-chunk "
+            "bidirectional LSTMs alternate so that very long sequences are modelled with short recurrences."
+        ),
+        paper=(
+            "Dual-Path RNN: Efficient Long Sequence Modeling for Time-Domain Single-Channel Speech "
+            "Separation "
+            "(Luo, Chen & Yoshioka, ICASSP 2020)"
+        ),
+        paper_url="https://arxiv.org/abs/1910.06379",
+        bibtex="""@inproceedings{luo2020dprnn,
+  title     = {Dual-Path {RNN}: Efficient Long Sequence Modeling for Time-Domain Single-Channel Speech
+               Separation},
+  author    = {Luo, Yi and Chen, Zhuo and Yoshioka, Takuya},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  pages     = {46--50},
+  year      = {2020}
+}""",
+    ),
+    "dttnet": Architecture(
+        name="DTTNet (Dual-Path TFC-TDF UNet)",
+        domain="music",
+        description=(
+            "DTTNet is a lightweight spectrogram-domain U-Net for music source separation: TFC-TDF blocks "
+            "(time-frequency convolutions with time-distributed fully-connected layers) in the encoder and "
+            "decoder, and improved dual-path modules (alternating recurrences over time and "
+            "frequency) at the "
+            "bottleneck; it estimates the complex spectrogram of its target stem."
+        ),
+        paper=(
+            "Music Source Separation Based on a Lightweight Deep Learning Framework (DTTNET: Dual-Path "
+            "TFC-TDF UNet) (Chen, Vekkot & Shukla, ICASSP 2024)"
+        ),
+        paper_url="https://arxiv.org/abs/2309.08684",
+        bibtex="""@inproceedings{chen2024dttnet,
+  title     = {Music Source Separation Based on a Lightweight Deep Learning Framework
+               ({DTTNET}: Dual-Path {TFC-TDF} {UNet})},
+  author    = {Chen, Junyu and Vekkot, Susmitha and Shukla, Pancham},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  pages     = {656--660},
+  year      = {2024},
+  doi       = {10.1109/ICASSP48485.2024.10448020}
+}""",
+    ),
+    "stacked_hourglass": Architecture(
+        name="Stacked Hourglass Network",
+        domain="music",
+        description=(
+            "The stacked hourglass network separates music in the magnitude-spectrogram domain: a stack of "
+            "hourglass (encoder-decoder with skip connections) modules, each producing a mask per "
+            "source that "
+            "the next module refines, with intermediate supervision of every module's masks."
+        ),
+        paper="Music Source Separation Using Stacked Hourglass Networks (Park, Kim, Lee & Kwak, ISMIR 2018)",
+        paper_url="https://arxiv.org/abs/1805.08559",
+        bibtex="""@inproceedings{park2018stacked,
+  title     = {Music Source Separation Using Stacked Hourglass Networks},
+  author    = {Park, Sungheon and Kim, Taehoon and Lee, Kyogu and Kwak, Nojun},
+  booktitle = {Proceedings of the 19th International Society for Music Information Retrieval
+               Conference (ISMIR)},
+  year      = {2018}
+}""",
+    ),
+}
+
+
+def architecture_for(model_type: str | None) -> Architecture | None:
+    """The `Architecture` of a ``config.model_type``, or ``None`` for an unknown one."""
+    if model_type is None:
+        return None
+    return ARCHITECTURES.get(model_type)

@@ -1,0 +1,76 @@
+"""Pushing a trained model folder to the Hub with a generated model card.
+
+The card comes from `demixers.model_cards.write_model_card`: the folder's ``config.json``, the
+validation ``results.json`` that ``best/`` keeps (same format as ``demixers evaluate``), the recipe
+(``train_config.yaml``) and a short training summary. The folder is staged in a temporary copy so
+the run's own ``best/`` is never modified by the push.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# Files of a model folder that do not go to the Hub.
+IGNORE_PATTERNS = ("eval_results.json", "trainer_state.json", ".tmp-*", ".old-*")
+
+
+def training_summary(state: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """The training facts listed in the card."""
+    best = state.get("best_metric")
+    return {
+        "steps trained": state.get("global_step"),
+        "epochs": (state.get("global_step", 0) or 0) / max(state.get("steps_per_epoch") or 1, 1),
+        "processes": state.get("world_size"),
+        f"best validation {metric}": None if best is None else round(float(best), 3),
+        "best step": state.get("best_step"),
+        "skipped non-finite steps": state.get("skipped_steps") or None,
+    }
+
+
+def push_model_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload model trained with demixers",
+    config: Mapping[str, Any] | None = None,
+    state: Mapping[str, Any] | None = None,
+    metric: str = "loss",
+) -> str:
+    """Create ``repo_id`` if needed (and the branch ``revision``), write the card, upload; return the
+    commit URL."""
+    from huggingface_hub import HfApi
+
+    from ..model_cards import write_model_card
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
+    api = HfApi()
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    repo_id = repo_url.repo_id
+    if revision and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="demixers-push-") as tmp:
+        staging = Path(tmp) / folder.name
+        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*IGNORE_PATTERNS))
+        results = staging / "results.json"
+        write_model_card(
+            staging,
+            results=results if results.is_file() else None,
+            training_config=dict(config) if config is not None else None,
+            training_summary=training_summary(state or {}, metric),
+            repo_id=repo_id,
+        )
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=staging, revision=revision, commit_message=commit_message
+        )
+    return str(commit.commit_url)
+
+
+__all__ = ["IGNORE_PATTERNS", "push_model_folder", "training_summary"]
