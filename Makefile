@@ -31,9 +31,11 @@ format: $(VENV)/.installed
 	$(PY) -m ruff check --fix src tests benchmarks train.py
 	$(PY) -m ruff format src tests benchmarks train.py
 
+# Two workers, one BLAS thread each: the tiny test models run faster single-threaded, and the
+# suite is spread over the machine's cores.
 test: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks train.py
-	$(PY) -m pytest -q --timeout=900 tests
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --timeout=900 tests
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -x -m "not slow" tests

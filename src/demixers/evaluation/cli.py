@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--update-card needs a local model folder, got {args.model!r}")
         from ..model_cards import write_model_card
 
-        card = write_model_card(model_dir, results=results, datasets=[str(args.dataset)])
+        # the renderer puts results['dataset'] into the card metadata when it is a Hub id, not a path
+        card = write_model_card(model_dir, results=results)
         print(f"model card updated: {card}")
     return 0
