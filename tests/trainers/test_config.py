@@ -73,6 +73,7 @@ def test_defaults_yaml_and_overrides_are_coerced(tmp_path: Path) -> None:
     [
         ("--training.max_step=3", r"unknown config key 'training.max_step'.*did you mean training.max_steps"),
         ("--trainng.seed=3", r"unknown config key 'trainng.seed'"),
+        ("--training.lr=3e-4", r"did you mean training.learning_rate\?"),
         ("--training.max_steps=abc", r"training.max_steps: expected int, got 'abc'"),
         ("--training.max_steps=2.5", r"training.max_steps: expected int"),
         ("--training.progress_bar=maybe", r"training.progress_bar: expected bool"),
@@ -113,8 +114,15 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["mossformer_libri2mix_8k", "htdemucs_musdb18hq", "mossformer_tiny_cpu"])
 def test_shipped_recipes_load(name: str) -> None:
+    from transformers import AutoConfig
+
+    import demixers  # noqa: F401  (registers the families)
+
     config = load_config(REPO / "configs" / f"{name}.yaml")
-    assert config["model"]["type"] in ("mossformer", "htdemucs")
+    model_config = AutoConfig.for_model(config["model"]["type"], **config["model"]["config"])
+    assert model_config.sampling_rate == {"mossformer": 8000, "htdemucs": 44100}[config["model"]["type"]]
+    if config["data"]["segment_seconds"] and config["model"]["type"] == "htdemucs":
+        assert model_config.segment == config["data"]["segment_seconds"]  # trained on its own segment
 
 
 def test_paper_recipes_say_what_the_issue_asks() -> None:

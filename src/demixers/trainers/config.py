@@ -176,8 +176,36 @@ def all_keys() -> list[str]:
     return keys
 
 
+# Names people type for keys that are spelled otherwise here (used for "did you mean").
+_ALIASES = {
+    "lr": "learning_rate",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "steps": "max_steps",
+    "num_epochs": "epochs",
+    "grad_clip": "max_grad_norm",
+    "clip_grad_norm": "max_grad_norm",
+    "precision": "mixed_precision",
+    "fp16": "mixed_precision",
+    "bf16": "mixed_precision",
+    "accumulation": "gradient_accumulation_steps",
+    "grad_accum": "gradient_accumulation_steps",
+    "ema": "ema_decay",
+    "patience": "early_stopping_patience",
+    "segment": "segment_seconds",
+    "seconds": "segment_seconds",
+}
+
+
 def _suggest(key: str) -> str:
     known = [k.removesuffix(".*") for k in all_keys()]
+    section, _, tail = key.rpartition(".")
+    if tail in _ALIASES:
+        aliased = [
+            k for k in known if k.endswith("." + _ALIASES[tail]) and (not section or k.startswith(section))
+        ]
+        if aliased:
+            return f"; did you mean {', '.join(aliased)}?"
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     if not close:
         # also match on the last component alone (`--training.lr` -> learning_rate is too far, but

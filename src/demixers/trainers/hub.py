@@ -23,7 +23,7 @@ def training_summary(state: Mapping[str, Any], metric: str) -> dict[str, Any]:
     best = state.get("best_metric")
     return {
         "steps trained": state.get("global_step"),
-        "epochs": (state.get("global_step", 0) or 0) / max(state.get("steps_per_epoch") or 1, 1),
+        "epochs": round((state.get("global_step", 0) or 0) / max(state.get("steps_per_epoch") or 1, 1), 2),
         "processes": state.get("world_size"),
         f"best validation {metric}": None if best is None else round(float(best), 3),
         "best step": state.get("best_step"),

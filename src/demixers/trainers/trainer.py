@@ -107,12 +107,13 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
     """The model (pretrained or from a config) and its feature extractor."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-    import demixers  # noqa: F401  (registers the model families with the Auto classes)
+    import demixers  # registers the model families with the Auto classes
 
     from ..feature_extraction_separation import SourceSeparationFeatureExtractor
 
     overrides = dict(model_section.get("config") or {})
     seed_everything(seed)
+    feature_extractor = None
     if model_section.get("pretrained"):
         source = model_section["pretrained"]
         revision = model_section.get("revision")
@@ -120,28 +121,22 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
         try:
             feature_extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision)
         except (OSError, ValueError):
-            feature_extractor = None
+            feature_extractor = None  # an older folder without preprocessor_config.json
     else:
-        model_type = model_section["type"]
-        try:
-            config = AutoConfig.for_model(model_type, **overrides)
-        except ValueError as error:
-            from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-            families = sorted(
-                k
-                for k in CONFIG_MAPPING
-                if k.startswith(("mossformer", "demucs", "hdemucs", "htdemucs", "demixers"))
-            )
+        model_type = model_section["type"]
+        if model_type not in CONFIG_MAPPING:
+            families = sorted(config_class.model_type for config_class, _ in demixers.MODEL_FAMILIES)
             raise ValueError(
-                f"model.type {model_type!r} is not a registered model ({error}); "
-                f"demixers families: {families}"
-            ) from None
-        model = AutoModel.from_config(config)
-    config = model.config
-    if model_section.get("pretrained") is None or feature_extractor is None:
+                f"model.type {model_type!r} is not a registered model type; demixers has {families}"
+            )
+        # the config class validates its fields (a bad value is a ValueError naming it)
+        model = AutoModel.from_config(AutoConfig.for_model(model_type, **overrides))
+    if feature_extractor is None:
         feature_extractor = SourceSeparationFeatureExtractor(
-            feature_size=int(getattr(config, "audio_channels", 1)), sampling_rate=int(config.sampling_rate)
+            feature_size=int(getattr(model.config, "audio_channels", 1)),
+            sampling_rate=int(model.config.sampling_rate),
         )
     return model, feature_extractor
 
@@ -326,15 +321,24 @@ class Trainer:
             plateau_min_lr=self.training["plateau_min_lr"],
             plateau_mode="max" if HIGHER_IS_BETTER[self.metric_name] else "min",
         )
+        from accelerate.utils import DistributedType
+
+        self.sharded_weights = accelerator.distributed_type in (
+            DistributedType.FSDP,
+            DistributedType.DEEPSPEED,
+        )
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            # the trainer feeds its own batches: tell DeepSpeed their size (it cannot see a dataloader)
+            ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+            if ds_config.get("train_micro_batch_size_per_gpu") in (None, "auto"):
+                ds_config["train_micro_batch_size_per_gpu"] = batch_size
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.schedule.optimizer = self.optimizer
         self.unwrapped = accelerator.unwrap_model(self.model)
         self.forward_takes_mask = _accepts(self.unwrapped, "padding_mask")
         self.ema = None
         if self.training["ema_decay"] is not None:
-            from accelerate.utils import DistributedType
-
-            if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            if self.sharded_weights:
                 raise ValueError("training.ema_decay is not supported with FSDP/DeepSpeed (sharded weights)")
             self.ema = EMA(self.unwrapped, self.training["ema_decay"]).to(accelerator.device)
         accelerator.register_for_checkpointing(self.schedule)
@@ -545,20 +549,26 @@ class Trainer:
 
         if self.eval_dataset is None:
             return {}
-        model = self.unwrapped
+        # Sharded weights (FSDP/DeepSpeed) need the wrapped model, whose forward has collectives:
+        # every process then runs the same number of batches (padded with a repeated item whose
+        # result is dropped). Otherwise the plain module runs with no communication at all.
+        model = self.model if self.sharded_weights else self.unwrapped
         was_training = model.training
         model.eval()
         use_ema = self.ema is not None and self.training["ema_for_eval"]
-        context = self.ema.applied(model) if use_ema else contextlib.nullcontext()
+        context = self.ema.applied(self.unwrapped) if use_ema else contextlib.nullcontext()
         metrics = metric_names(self.speech, self.metric_name)
         records: list[dict[str, Any]] = []
         losses: list[float] = []
-        indices = list(range(self.rank, len(self.eval_dataset), self.world_size))
+        count = len(self.eval_dataset)
+        indices = list(range(self.rank, count, self.world_size))
+        if self.sharded_weights:
+            indices += [-1] * (math.ceil(count / self.world_size) - len(indices))
         batch_size = self.training["eval_batch_size"]
         with context:
             for start in range(0, len(indices), batch_size):
                 positions = indices[start : start + batch_size]
-                items = [self.eval_dataset[i] for i in positions]
+                items = [self.eval_dataset[i if i >= 0 else count - 1] for i in positions]
                 batch = self._batch_to_device(collate_separation(items))
                 kwargs = {"input_values": batch["input_values"]}
                 mask = batch["padding_mask"]
@@ -568,6 +578,8 @@ class Trainer:
                     output = model(**kwargs)
                 estimates = output.audio_values.float()
                 for b, position in enumerate(positions):
+                    if position < 0:
+                        continue  # padding item of a sharded evaluation
                     length = int(mask[b].sum())
                     est = estimates[b, ..., :length]
                     ref = batch["labels"][b, ..., :length].float()
@@ -821,12 +833,16 @@ class Trainer:
                     )
                     epoch_end = step_in_epoch == self.steps_per_epoch
                     final_step = step == self.total_steps
-                    if step % logging_steps == 0 or epoch_end or final_step:
-                        self._log_train(window, step, epoch)
-                        window = []
                     due_eval = (eval_steps is not None and step % eval_steps == 0) or (
                         eval_steps is None and epoch_end
                     )
+                    scheduled_save = (save_steps is not None and step % save_steps == 0) or (
+                        save_steps is None and (due_eval or epoch_end)
+                    )
+                    # checkpoints are logging boundaries too, so a resumed run logs the same lines
+                    if step % logging_steps == 0 or epoch_end or final_step or scheduled_save:
+                        self._log_train(window, step, epoch)
+                        window = []
                     results = None
                     if self.eval_dataset is not None and (due_eval or final_step):
                         results = self._validate(step, epoch)
@@ -834,10 +850,7 @@ class Trainer:
                         if patience is not None and self.state.evals_without_improvement >= patience:
                             self.state.stopped_early = True
                             stop = True
-                    due_save = (save_steps is not None and step % save_steps == 0) or (
-                        save_steps is None and (results is not None or epoch_end)
-                    )
-                    if due_save or pending_save or final_step or stop:
+                    if scheduled_save or pending_save or final_step or stop:
                         if self.state.consecutive_nonfinite == 0:
                             self.save_checkpoint()
                             last_saved_step = step
