@@ -282,7 +282,8 @@ class AudioSourceSeparationPipeline(Pipeline):
             chunks.numpy(), sampling_rate=config.sampling_rate, return_tensors="pt", time_axis=1
         )
         input_values = features["input_values"].to(self.device, dtype=self._model_dtype())
-        with torch.no_grad():  # also outside Pipeline.forward (the streaming path)
+        # inference mode (no autograd bookkeeping at all), also outside Pipeline.forward (streaming)
+        with torch.inference_mode():
             return self.model(input_values=input_values).audio_values
 
     def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:

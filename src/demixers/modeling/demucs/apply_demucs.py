@@ -28,12 +28,16 @@ from .modeling_demucs import DemucsBagForSourceSeparation, HTDemucsForSourceSepa
 
 
 class _Window:
-    """A window ``[offset, offset + length)`` on ``base`` that can be padded with its context."""
+    """A window ``[offset, offset + length)`` on ``base`` that can be padded with its context.
+
+    Positions outside ``base`` read as zeros, so a window may start before it (a negative
+    ``offset``): a shifted copy of the track is a window on the track itself, nothing is copied.
+    """
 
     def __init__(self, base: torch.Tensor, offset: int = 0, length: int | None = None) -> None:
         total = base.shape[-1]
-        if not 0 <= offset < total:
-            raise ValueError(f"window offset {offset} outside [0, {total})")
+        if offset >= total:
+            raise ValueError(f"window offset {offset} is past the end of the {total}-sample base")
         self.base = base
         self.offset = offset
         self.length = total - offset if length is None else min(total - offset, length)
@@ -51,7 +55,11 @@ class _Window:
             raise ValueError(f"cannot pad a {self.length}-sample window to {target}")
         start = self.offset - excess // 2
         end = start + target
-        low, high = max(0, start), min(self.base.shape[-1], end)
+        total = self.base.shape[-1]
+        low = min(max(0, start), total)
+        high = min(total, end)
+        if high <= low:  # the whole range lies before the base (a long delay, a short segment)
+            return self.base.new_zeros((*self.base.shape[:-1], target))
         return F.pad(self.base[..., low:high], (low - start, end - high))
 
 
@@ -81,7 +89,7 @@ def _run_windows(
             stop += 1
         group = prepared[start:stop]
         inputs = torch.cat([window.padded(target) for window, target in group]).to(device=device, dtype=dtype)
-        with torch.no_grad():
+        with torch.inference_mode():
             outputs = model(input_values=inputs).audio_values
         batch = group[0][0].base.shape[0]
         for index, (window, _) in enumerate(group):
@@ -118,7 +126,7 @@ def _split(
         begin = chunk.offset - window.offset
         out[..., begin : begin + chunk.length] += (weight[: chunk.length] * chunk_out).to(base.device)
         total_weight[begin : begin + chunk.length] += weight[: chunk.length]
-    return out / total_weight
+    return out.div_(total_weight)
 
 
 def _apply_member(
@@ -135,18 +143,19 @@ def _apply_member(
         return _split(model, window, segment, overlap, transition_power, batch_size)
     max_shift = int(0.5 * model.config.sampling_rate)
     length = window.length
-    padded = window.padded(length + 2 * max_shift)
     total = None
     for _ in range(shifts):
         offset = next(offsets)
         if not 0 <= offset <= max_shift:
             raise ValueError(f"shift offsets must be in [0, {max_shift}], got {offset}")
-        shifted = _Window(padded, offset, length + max_shift - offset)
+        # the track delayed by (max_shift - offset) zeros, as a window on the track itself (the
+        # original pads a copy of the track with max_shift zeros on both sides and windows that)
+        shifted = _Window(window.base, window.offset + offset - max_shift, length + max_shift - offset)
         out = _split(model, shifted, segment, overlap, transition_power, batch_size)[
             ..., max_shift - offset :
         ]
-        total = out if total is None else total + out
-    return total / shifts
+        total = out if total is None else total.add_(out)
+    return total.div_(shifts)
 
 
 def separate_with_chunks(
@@ -229,13 +238,14 @@ def separate_with_chunks(
     window = _Window(mix)
     for member, row in zip(members, weights, strict=True):
         out = _apply_member(member, window, shifts, offsets, segment, overlap, transition_power, batch_size)
-        out = out * torch.tensor(row, dtype=out.dtype, device=out.device)[None, :, None, None]
+        # in place: the track-sized results are never copied (weights of 1 are exact no-ops)
+        if any(value != 1.0 for value in row):
+            out.mul_(torch.tensor(row, dtype=out.dtype, device=out.device)[None, :, None, None])
         for index, value in enumerate(row):
             totals[index] += value
-        estimate = out if estimate is None else estimate + out
-    estimate = (
-        estimate / torch.tensor(totals, dtype=estimate.dtype, device=estimate.device)[None, :, None, None]
-    )
+        estimate = out if estimate is None else estimate.add_(out)
+    if any(value != 1.0 for value in totals):
+        estimate.div_(torch.tensor(totals, dtype=estimate.dtype, device=estimate.device)[None, :, None, None])
     if normalize:
-        estimate = estimate * std[:, None] + mean[:, None]
+        estimate.mul_(std[:, None]).add_(mean[:, None])
     return estimate

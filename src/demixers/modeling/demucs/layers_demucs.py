@@ -193,11 +193,47 @@ class DConv(nn.Module):
                 LayerScale(channels, init),
             ]
             self.layers.append(nn.Sequential(*modules))
+        # Branches of plain convolutions, norms and activations run on channels-last views.
+        self._channels_last = not (lstm or attn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._channels_last:
+            for layer in self.layers:
+                x = x + layer(x)
+            return x
+        # (N, C, T) as a (N, C, 1, T) view: with a (N, T, C) memory layout this is channels-last,
+        # where oneDNN's convolutions are much faster for the narrow widths used here. The result
+        # keeps that layout: (N, C, T) with strides (T * C, 1, C).
+        y = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
         for layer in self.layers:
-            x = x + layer(x)
-        return x
+            branch, scale = _branch_channels_last(layer, y)
+            y = torch.addcmul(y, scale[:, None, None], branch)  # y + LayerScale(branch) in one pass
+        return y.squeeze(2)
+
+
+def _conv_as_2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` applied to ``(N, C, 1, T)`` as a 2-D convolution with a ``(1, k)`` kernel."""
+    return F.conv2d(
+        x,
+        conv.weight.unsqueeze(2),
+        conv.bias,
+        stride=(1, conv.stride[0]),
+        padding=(0, conv.padding[0]),
+        dilation=(1, conv.dilation[0]),
+        groups=conv.groups,
+    )
+
+
+def _branch_channels_last(layer: nn.Sequential, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One `DConv` branch (conv, norm, activation, 1x1 conv, norm, GLU) on ``(N, C, 1, T)``, and the
+    per-channel scale of its final `LayerScale` (applied by the caller)."""
+    *modules, layer_scale = layer
+    if not isinstance(layer_scale, LayerScale):
+        raise TypeError(f"a DConv branch ends with a LayerScale, got {type(layer_scale).__name__}")
+    for module in modules:
+        # GroupNorm / Identity / GELU / ReLU / GLU(1) work on 4-D tensors as they are
+        y = _conv_as_2d(module, y) if isinstance(module, nn.Conv1d) else module(y)
+    return y, layer_scale.scale
 
 
 # -- spectrogram helpers (hybrid models) ------------------------------------------------------
@@ -353,10 +389,15 @@ class HEncLayer(nn.Module):
 
 
 def _apply_over_bins(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """Run a ``(batch, channels, time)`` module on every frequency bin of ``(B, C, F, T)``."""
+    """Run a ``(batch, channels, time)`` module on every frequency bin of ``(B, C, F, T)``.
+
+    The bins are folded into the batch through a ``(B, F, T, C)`` memory layout (channels-last for
+    ``(B, C, F, T)``): a view when ``y`` already has it, and the result comes back with it.
+    """
     batch, channels, bins, frames = y.shape
-    flat = y.permute(0, 2, 1, 3).reshape(-1, channels, frames)
-    return module(flat).view(batch, bins, channels, frames).permute(0, 2, 1, 3)
+    flat = y.permute(0, 2, 3, 1).reshape(batch * bins, frames, channels).transpose(1, 2)
+    out = module(flat)
+    return out.transpose(1, 2).reshape(batch, bins, frames, channels).permute(0, 3, 1, 2)
 
 
 class HDecLayer(nn.Module):

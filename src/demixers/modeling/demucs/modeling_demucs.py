@@ -411,6 +411,9 @@ class _HybridDemucsBase(DemucsPreTrainedModel):
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) / (1e-5 + std)
+        # The spectral branch runs channels-last ((B, F, T, C) in memory): faster convolutions, and
+        # the per-bin DConv branches see every bin without a transposed copy.
+        x = x.contiguous(memory_format=torch.channels_last)
         xt = None
         if self._hybrid:
             mean_t = mix.mean(dim=(1, 2), keepdim=True)
@@ -450,7 +453,7 @@ class _HybridDemucsBase(DemucsPreTrainedModel):
                     xt, _ = tdecode(xt, skips_t.pop(), length_t)
 
         sources = len(self.config.source_names)
-        x = x.view(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
+        x = x.reshape(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
         spec = x.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
         out = self._ispec(torch.view_as_complex(spec.contiguous()), length)
         if self._hybrid:

@@ -108,6 +108,35 @@ def _norm(dim: int, group_norm: bool, eps: float = 1e-5) -> nn.Module:
     return TokenGroupNorm(1, dim, eps=eps) if group_norm else nn.LayerNorm(dim, eps=eps)
 
 
+def multi_head_attention(
+    attention: nn.MultiheadAttention, query: torch.Tensor, key_value: torch.Tensor
+) -> torch.Tensor:
+    """``attention(query, key_value, key_value)`` for ``(batch, tokens, channels)`` inputs.
+
+    In training (dropout on the weights) this is the module itself. Otherwise the projections
+    are computed here and the attention runs through ``F.scaled_dot_product_attention``, whose
+    fused kernels are also used for self-attention (the module's own inference fast path
+    computes the full attention matrix on CPU).
+    """
+    if attention.training and attention.dropout > 0:
+        return attention(query, key_value, key_value, need_weights=False)[0]
+    batch, length, width = query.shape
+    heads = attention.num_heads
+    weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    if query is key_value:
+        queries, keys, values = F.linear(query, weight, bias).chunk(3, dim=-1)
+    else:
+        queries = F.linear(query, weight[:width], None if bias is None else bias[:width])
+        keys, values = F.linear(key_value, weight[width:], None if bias is None else bias[width:]).chunk(
+            2, dim=-1
+        )
+    # (batch, tokens, channels) -> (batch, heads, tokens, channels / heads)
+    queries, keys, values = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (queries, keys, values))
+    attended = F.scaled_dot_product_attention(queries, keys, values)
+    attended = attended.transpose(1, 2).reshape(batch, length, width)
+    return attention.out_proj(attended)
+
+
 class _TransformerLayerBase(nn.Module):
     """Feed-forward block, norms, layer scales and dropouts shared by both layer kinds."""
 
@@ -150,7 +179,7 @@ class SelfAttentionLayer(_TransformerLayerBase):
         self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout1(self.self_attn(x, x, x, need_weights=False)[0])
+        return self.dropout1(multi_head_attention(self.self_attn, x, x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm_first:
@@ -171,7 +200,7 @@ class CrossAttentionLayer(_TransformerLayerBase):
         self.cross_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return self.dropout1(self.cross_attn(q, k, k, need_weights=False)[0])
+        return self.dropout1(multi_head_attention(self.cross_attn, q, k))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         if self.norm_first:

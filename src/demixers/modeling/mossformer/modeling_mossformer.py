@@ -95,19 +95,26 @@ class MossFormerRotaryEmbedding(nn.Module):
         return angles.cos(), angles.sin()
 
 
-def apply_rotary_embedding(features: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rotary_embedding(
+    features: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inplace: bool = False
+) -> torch.Tensor:
     """Rotates the first ``cos.shape[-1]`` features of ``(batch, time, heads, dim)`` ``features``.
 
     ``cos``/``sin`` are ``(time, rotary_dim)``; pairs ``(x[2i], x[2i+1])`` rotate by the same angle.
+    With ``inplace`` the rotated features are written back into ``features`` (no copy of the
+    features that are not rotated).
     """
     rotary_dim = cos.shape[-1]
-    rotated, passed = features[..., :rotary_dim], features[..., rotary_dim:]
+    rotated = features[..., :rotary_dim]
     pairs = rotated.unflatten(-1, (-1, 2))
     half_turn = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
     cos = cos[:, None, :].to(features.dtype)
     sin = sin[:, None, :].to(features.dtype)
     rotated = rotated * cos + half_turn * sin
-    return torch.cat((rotated, passed), dim=-1)
+    if inplace:
+        features[..., :rotary_dim] = rotated
+        return features
+    return torch.cat((rotated, features[..., rotary_dim:]), dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,6 +180,24 @@ def build_mask_net_norm(norm_type: str, channels: int) -> nn.Module:
 # ---------------------------------------------------------------------------------------------
 
 
+def depthwise_conv_over_time(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """'Same'-padded depthwise convolution over time of ``(batch, time, channels)``.
+
+    The same convolution as ``F.conv1d`` on ``hidden_states.transpose(1, 2)`` with ``weight``
+    ``(channels, 1, kernel)``, run as a 2-D convolution on a ``(batch, channels, 1, time)`` view:
+    that view is channels-last in memory, so no transpose is copied and oneDNN/cuDNN use their
+    fast channels-last depthwise kernels.
+    """
+    kernel_size = weight.shape[-1]
+    convolved = F.conv2d(
+        hidden_states.transpose(1, 2).unsqueeze(2),
+        weight.unsqueeze(2),
+        padding=(0, (kernel_size - 1) // 2),
+        groups=weight.shape[0],
+    )
+    return convolved.squeeze(2).transpose(1, 2)
+
+
 class MossFormerConvModule(nn.Module):
     """Residual depthwise convolution over time of ``(batch, time, channels)``."""
 
@@ -183,16 +208,8 @@ class MossFormerConvModule(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # The same convolution as ``self.depthwise`` on ``hidden_states.transpose(1, 2)``, run as a 2-D
-        # convolution on a (batch, channels, 1, time) view: that view is channels-last in memory, so no
-        # transpose is copied and oneDNN/cuDNN use their fast channels-last depthwise kernels.
-        convolved = F.conv2d(
-            hidden_states.transpose(1, 2).unsqueeze(2),
-            self.depthwise.weight.unsqueeze(2),
-            padding=(0, self.depthwise.padding[0]),
-            groups=self.depthwise.groups,
-        )
-        return hidden_states + convolved.squeeze(2).transpose(1, 2)
+        # the convolution's output is a fresh tensor that autograd does not need: add in place
+        return depthwise_conv_over_time(hidden_states, self.depthwise.weight).add_(hidden_states)
 
 
 class MossFormerConvProjection(nn.Module):
@@ -207,7 +224,16 @@ class MossFormerConvProjection(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.activation(self.linear(self.norm(hidden_states)))
+        if torch.is_grad_enabled():
+            hidden_states = F.silu(self.linear(self.norm(hidden_states)))
+        else:
+            # linear(x / norm * gain) as (x W^T) * (gain / norm) + bias: the scale goes to the
+            # narrower side of the projection, and no normalised copy of the input is made
+            norm = self.norm
+            scaled_norm = torch.norm(hidden_states, dim=-1, keepdim=True) * norm.scale
+            scale = norm.gain / scaled_norm.clamp(min=norm.eps)
+            hidden_states = torch.matmul(hidden_states, self.linear.weight.t())
+            hidden_states = F.silu(hidden_states.mul_(scale).add_(self.linear.bias), inplace=True)
         return self.dropout(self.conv(hidden_states))
 
 
@@ -221,7 +247,7 @@ class MossFormerOffsetScale(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """``(..., dim)`` -> ``(..., heads, dim)``."""
-        return hidden_states[..., None, :] * self.gamma + self.beta
+        return torch.addcmul(self.beta, hidden_states[..., None, :], self.gamma)
 
 
 class MossFormerBlock(GradientCheckpointingLayer):
@@ -249,22 +275,72 @@ class MossFormerBlock(GradientCheckpointingLayer):
         self.attention_dropout = nn.Dropout(config.attention_dropout)
 
     def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # Without autograd, intermediate tensors are overwritten in place (fewer passes over memory).
+        inplace = not torch.is_grad_enabled()
         # token shift: the first half of the channels sees the previous frame
-        shifted, passed = hidden_states.chunk(2, dim=-1)
-        shifted = F.pad(shifted, (0, 0, 1, -1))
-        block_input = torch.cat((shifted, passed), dim=-1)
+        half = (hidden_states.shape[-1] + 1) // 2
+        block_input = torch.empty_like(hidden_states, memory_format=torch.contiguous_format)
+        block_input[:, 1:, :half] = hidden_states[:, :-1, :half]
+        block_input[:, :1, :half] = 0.0
+        block_input[..., half:] = hidden_states[..., half:]
 
-        value_gate = self.value_gate_proj(block_input)  # (batch, time, inner) = [value | gate]
-        query_key = self.query_key_offset_scale(self.query_key_proj(block_input))  # (batch, time, 4, qk)
-        query_key = apply_rotary_embedding(query_key, cos, sin)
+        value_gate, query_key = self._input_projections(block_input)  # (b t inner), (b t qk)
+        query_key = self.query_key_offset_scale(query_key)  # (batch, time, 4, qk)
+        query_key = apply_rotary_embedding(query_key, cos, sin, inplace=inplace)
         local_query, global_query, local_key, global_key = query_key.unbind(dim=-2)
 
         # value and gate share one attention map: attend over their concatenation at once
         attended = self._joint_attention(local_query, global_query, local_key, global_key, value_gate)
         attended_value, attended_gate = attended.chunk(2, dim=-1)
         value, gate = value_gate.chunk(2, dim=-1)
-        gated = (attended_gate * value) * torch.sigmoid(attended_value * gate)
-        return hidden_states + self.out_proj(gated)
+        if inplace:
+            gated = attended_gate.mul_(value).mul_(attended_value.mul_(gate).sigmoid_())
+        else:
+            gated = (attended_gate * value) * torch.sigmoid(attended_value * gate)
+        output = self.out_proj(gated)
+        return output.add_(hidden_states) if inplace else hidden_states + output
+
+    def _input_projections(self, block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``value_gate_proj`` and ``query_key_proj`` of the same input, computed together.
+
+        Both scale-normalise the same input (only their gains differ, folded into the weights here),
+        so the norm is computed once, and the two linear layers and depthwise convolutions run as
+        one wider linear layer and one wider convolution. Returns views ``(b, t, inner)`` and
+        ``(b, t, qk)`` of one ``(b, t, inner + qk)`` tensor.
+        """
+        value_gate_proj, query_key_proj = self.value_gate_proj, self.query_key_proj
+        norm = value_gate_proj.norm
+        scaled_norm = torch.norm(block_input, dim=-1, keepdim=True) * norm.scale
+        normed = block_input / scaled_norm.clamp(min=norm.eps)
+        weight = torch.cat(
+            (
+                value_gate_proj.linear.weight * value_gate_proj.norm.gain,
+                query_key_proj.linear.weight * query_key_proj.norm.gain,
+            )
+        )
+        bias = torch.cat((value_gate_proj.linear.bias, query_key_proj.linear.bias))
+        if torch.is_grad_enabled():
+            projected = F.silu(F.linear(normed, weight, bias))
+        else:  # a plain matmul, then the bias added in place (cheaper than addmm's broadcast copy)
+            projected = F.silu(torch.matmul(normed, weight.t()).add_(bias), inplace=True)
+        conv_weight = torch.cat((value_gate_proj.conv.depthwise.weight, query_key_proj.conv.depthwise.weight))
+        projected = depthwise_conv_over_time(projected, conv_weight).add_(projected)
+        projected = value_gate_proj.dropout(projected)  # both projections use the same dropout rate
+        inner = value_gate_proj.linear.out_features
+        return projected.split((inner, projected.shape[-1] - inner), dim=-1)
+
+    def _local_attention_weights(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """``relu(q k^T / group_size)^2`` of ``(..., n, d)`` groups (causally masked when causal)."""
+        scores = torch.matmul(query, key.transpose(-1, -2))
+        if torch.is_grad_enabled():
+            weights = self.attention_dropout(F.relu(scores / self.group_size) ** 2)
+        else:  # the same arithmetic in place
+            weights = self.attention_dropout(F.relu_(scores.div_(self.group_size)).square_())
+        if self.causal:
+            size = query.shape[-2]
+            future = torch.ones(size, size, dtype=torch.bool, device=query.device).triu(1)
+            weights = weights.masked_fill(future, 0.0)
+        return weights
 
     def _joint_attention(
         self,
@@ -276,13 +352,53 @@ class MossFormerBlock(GradientCheckpointingLayer):
     ) -> torch.Tensor:
         """Joint attention of queries/keys ``(b t d)`` over ``values`` ``(b t e)``; returns ``(b t e)``.
 
-        Legend: b batch, t frames, g groups of n = ``group_size`` frames (t zero-padded to g * n),
-        d ``query_key_dim``, e ``intermediate_size``.
+        Legend: b batch, t frames, g groups of n = ``group_size`` frames (the last group may be
+        shorter), d ``query_key_dim``, e ``intermediate_size``.
 
         * local: ``relu(q k^T / n)^2 v`` inside each group (``b g n d, b g m d -> b g n m``);
         * global: ``q (k^T v) / t`` over the whole sequence (``b t d, b t e -> b d e``); when causal,
           each group only sees the sum over the groups before it, divided by n.
+
+        The reference zero-pads the last group to n frames; padded keys contribute exactly
+        nothing, so the last group is computed at its own length instead (no padded copies).
         """
+        if self.causal:
+            return self._causal_joint_attention(local_query, global_query, local_key, global_key, values)
+        batch, length, width = values.shape
+        group = self.group_size
+        full = length - length % group
+        parts = [(start, stop) for start, stop in ((0, full), (full, length)) if stop > start]
+
+        # global: linear attention over the whole sequence
+        key_values = torch.matmul(global_key.transpose(1, 2), values) / length  # (batch, qk, e)
+        output = torch.matmul(global_query, key_values)  # (batch, time, e)
+
+        # local: squared-ReLU attention inside each group, added to the global part
+        local_parts = []
+        for start, stop in parts:
+            size = min(group, stop - start)
+            query, key, value = (
+                t[:, start:stop].unflatten(1, (-1, size)) for t in (local_query, local_key, values)
+            )
+            weights = self._local_attention_weights(query, key)  # (batch, groups, size, size)
+            if torch.is_grad_enabled():
+                local_parts.append(torch.matmul(weights, value).flatten(1, 2))
+            else:
+                for index in range(batch):
+                    output[index, start:stop].view(-1, size, width).baddbmm_(weights[index], value[index])
+        if local_parts:
+            output = output + torch.cat(local_parts, dim=1)
+        return output
+
+    def _causal_joint_attention(
+        self,
+        local_query: torch.Tensor,
+        global_query: torch.Tensor,
+        local_key: torch.Tensor,
+        global_key: torch.Tensor,
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """`_joint_attention` with causal attention, on zero-padded groups (as the reference)."""
         batch, length, _ = values.shape
         group = self.group_size
         padding = (-length) % group
@@ -296,29 +412,14 @@ class MossFormerBlock(GradientCheckpointingLayer):
             t.reshape(batch, num_groups, group, t.shape[-1])
             for t in (local_query, local_key, global_query, global_key, values)
         )
-
         # local: squared-ReLU attention inside each group (padded keys are exactly zero)
-        scores = torch.matmul(local_query, local_key.transpose(-1, -2)) / group
-        weights = self.attention_dropout(F.relu(scores) ** 2)
-        if self.causal:
-            future = torch.ones(group, group, dtype=torch.bool, device=values.device).triu(1)
-            weights = weights.masked_fill(future, 0.0)
-        output = torch.matmul(weights, values)
-
-        # global: linear attention over the whole sequence (padded keys contribute nothing)
-        if self.causal:
-            key_values = torch.matmul(global_key.transpose(-1, -2), values) / group  # (b, g, qk, e)
-            key_values = key_values.cumsum(dim=1)
-            key_values = F.pad(key_values, (0, 0, 0, 0, 1, -1))  # exclusive: earlier groups only
-            output = output + torch.matmul(global_query, key_values)
-            return output.reshape(batch, num_groups * group, -1)[:, :length]
-        key_values = torch.einsum("bgnd,bgne->bde", global_key, values) / length  # (batch, qk, e)
-        output = torch.baddbmm(
-            output.reshape(batch, num_groups * group, -1),
-            global_query.reshape(batch, num_groups * group, -1),
-            key_values,
-        )
-        return output[:, :length]
+        output = torch.matmul(self._local_attention_weights(local_query, local_key), values)
+        # global: each group sees the sum over the groups before it
+        key_values = torch.matmul(global_key.transpose(-1, -2), values) / group  # (b, g, qk, e)
+        key_values = key_values.cumsum(dim=1)
+        key_values = F.pad(key_values, (0, 0, 0, 0, 1, -1))  # exclusive: earlier groups only
+        output = output + torch.matmul(global_query, key_values)
+        return output.reshape(batch, num_groups * group, -1)[:, :length]
 
 
 # ---------------------------------------------------------------------------------------------

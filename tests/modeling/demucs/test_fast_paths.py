@@ -1,0 +1,109 @@
+"""The inference-speed code paths of the Demucs family compute what the straightforward ones do.
+
+* `DConv` runs its plain branches on channels-last views (2-D convolutions, LayerScale fused into
+  the residual sum): compared with evaluating each ``nn.Sequential`` branch as it is.
+* `multi_head_attention` projects and calls ``scaled_dot_product_attention`` itself: compared with
+  ``nn.MultiheadAttention`` (self- and cross-attention).
+* `separate_with_chunks` delays the track for a shift by windowing it at a negative offset instead
+  of copying it with zeros around: compared with ``apply_model`` where whole windows fall into the
+  delay (a segment shorter than the shift).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from demixers.modeling.demucs import separate_with_chunks
+from demixers.modeling.demucs.apply_demucs import _Window
+from demixers.modeling.demucs.layers_demucs import DConv, _apply_over_bins
+from demixers.modeling.demucs.transformer_demucs import multi_head_attention
+from tests.modeling.demucs.test_apply_demucs import RATE, RecordingRandom, _compare, _tiny_demucs
+
+TOLERANCE = 1e-5
+
+
+def relative(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual - expected).detach().abs().max() / expected.detach().abs().max())
+
+
+def sequential_dconv(module: DConv, x: torch.Tensor) -> torch.Tensor:
+    for layer in module.layers:
+        x = x + layer(x)
+    return x
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_channels_last_dconv_matches_its_branches(grad: bool) -> None:
+    torch.manual_seed(0)
+    module = DConv(16, compress=4, depth=2, init=0.5).eval()
+    with torch.no_grad():  # non-trivial norms
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    x = torch.randn(3, 16, 50)
+    with torch.set_grad_enabled(grad):
+        actual = module(x)
+        expected = sequential_dconv(module, x)
+    assert actual.shape == expected.shape == (3, 16, 50)
+    assert relative(actual, expected) <= TOLERANCE
+
+
+def test_dconv_over_bins_keeps_the_layout_and_the_values() -> None:
+    torch.manual_seed(1)
+    module = DConv(8, compress=2, depth=2, init=0.5).eval()
+    y = torch.randn(2, 8, 5, 40)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        with torch.no_grad():
+            actual = _apply_over_bins(module, y.contiguous(memory_format=layout))
+            flat = y.permute(0, 2, 1, 3).reshape(-1, 8, 40)
+            expected = sequential_dconv(module, flat).view(2, 5, 8, 40).permute(0, 2, 1, 3)
+        assert relative(actual, expected) <= TOLERANCE
+        assert actual.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_dconv_with_lstm_and_attention_keeps_the_plain_path() -> None:
+    torch.manual_seed(2)
+    module = DConv(8, compress=2, depth=2, lstm=True, attn=True).eval()
+    x = torch.randn(2, 8, 24)
+    with torch.no_grad():
+        assert torch.equal(module(x), sequential_dconv(module, x))
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_attention_matches_multihead_attention(cross: bool) -> None:
+    torch.manual_seed(3)
+    attention = torch.nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True).eval()
+    with torch.no_grad():
+        attention.in_proj_bias.normal_()
+        attention.out_proj.bias.normal_()
+    query = torch.randn(2, 30, 32)
+    key_value = torch.randn(2, 17, 32) if cross else query
+    with torch.no_grad():
+        expected = attention(query, key_value, key_value, need_weights=False)[0]
+        actual = multi_head_attention(attention, query, key_value)
+    assert relative(actual, expected) <= TOLERANCE
+
+
+def test_window_reads_zeros_outside_the_base() -> None:
+    base = torch.arange(1.0, 11.0)[None]
+    assert torch.equal(_Window(base, -3, 5).padded(5), torch.tensor([[0.0, 0.0, 0.0, 1.0, 2.0]]))
+    assert torch.equal(_Window(base, -9, 3).padded(5), torch.zeros(1, 5))  # entirely before the base
+    assert torch.equal(_Window(base, 8).padded(4), torch.tensor([[8.0, 9.0, 10.0, 0.0]]))
+
+
+def test_shift_longer_than_the_segment_matches_apply_model(monkeypatch) -> None:
+    pytest.importorskip("demucs")
+    import demucs.apply
+    from demucs.apply import apply_model
+
+    reference, ours = _tiny_demucs(2)
+    mix = 0.1 * torch.randn(1, 2, RATE, generator=torch.Generator().manual_seed(5))
+    recorder = RecordingRandom(21)
+    monkeypatch.setattr(demucs.apply, "random", recorder)
+    with torch.no_grad():  # 0.1 s segments, shifts of up to 0.5 s: whole windows lie in the delay
+        expected = apply_model(reference, mix, shifts=2, overlap=0.25, segment=0.1)
+    assert max(recorder.offsets) > 0.1 * RATE
+    actual = separate_with_chunks(
+        ours, mix, segment=0.1, overlap=0.25, shifts=2, shift_offsets=recorder.offsets, normalize=False
+    )
+    _compare(actual, expected, f"demucs 1 s, 0.1 s segments, shifts=2 offsets={recorder.offsets}")
