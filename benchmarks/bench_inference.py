@@ -20,7 +20,7 @@ For each model and length this benchmark separates the same random mixture with
 
 Both sides use the same random weights: the reference model is built with random weights and
 converted with our converters. Every measurement runs in a fresh subprocess, so its peak RSS
-(``ru_maxrss``, model and input included) is its own; ``base`` is the RSS just before the
+(``VmHWM``, model and input included) is its own; ``base`` is the RSS just before the
 separation starts. Repeats alternate the order of the variants (``ours`` first, then ``reference``
 first, ...) and the ratio ours/reference is the median over repeats of the ratio within one
 repeat, so slow drifts of the machine's load affect both sides alike. Wall and CPU time (user +
@@ -56,7 +56,6 @@ import math
 import os
 import platform
 import random
-import resource
 import shutil
 import statistics
 import subprocess
@@ -174,16 +173,24 @@ def write_input(model: str, seconds: float, folder: Path, need_wav: bool) -> dic
 # -- worker (fresh subprocess per measurement) -------------------------------------------------
 
 
-def _current_rss_mib() -> float:
+def _status_mib(field: str) -> float:
     with open("/proc/self/status") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024  # kB
     return float("nan")
 
 
+def _current_rss_mib() -> float:
+    return _status_mib("VmRSS")
+
+
 def _peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent's address space through
+    # (v)fork + exec, so a worker started by a parent holding a long input would report the
+    # parent's peak (a 600 s stereo input made a tiny model's worker "peak" at 998 MiB instead of
+    # its own 454 MiB). VmHWM belongs to the worker's own address space.
+    return _status_mib("VmHWM")
 
 
 def _setup_torch(task: dict[str, Any]):

@@ -1,7 +1,7 @@
 """Peak memory of `demixers separate` (streaming) and of the in-memory pipeline against length.
 
 For each setting and length this benchmark writes a 16-bit wav at the model's rate, then runs,
-each in a fresh subprocess whose peak RSS it reads with ``resource.getrusage(RUSAGE_SELF)``:
+each in a fresh subprocess whose peak RSS it reads from ``VmHWM`` in ``/proc/self/status``:
 
 * ``cli``: ``demixers separate`` (``demixers.cli.main``, in-process there), which streams the
   file: read block by block, stems written as they are produced (float32 temporaries, then
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -100,6 +99,17 @@ def write_input(path: Path, minutes: float, sampling_rate: int, channels: int) -
     return total
 
 
+def peak_rss_kib() -> int:
+    """Peak RSS of this process's own address space (VmHWM). Not ``ru_maxrss``: Linux carries that
+    over from the parent through (v)fork + exec, so a parent holding large inputs would leak its
+    peak into the child's figure."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
 def child(args: argparse.Namespace) -> None:
     """Runs in the measured subprocess: separate one file, report peak RSS."""
     sys.path.insert(0, str(ROOT))
@@ -113,7 +123,7 @@ def child(args: argparse.Namespace) -> None:
         demixers.register_model_family(ToySplitterConfig, ToySplitterForSourceSeparation)
     from demixers.cli import main
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = peak_rss_kib()
     options = {"segment": args.segment, "overlap": args.overlap, "batch_size": args.batch_size}
     options = {key: value for key, value in options.items() if value is not None}
     start = time.perf_counter()
@@ -127,7 +137,7 @@ def child(args: argparse.Namespace) -> None:
         code = 0 if all(stem["audio"].shape[-1] > 0 for stem in stems) else 1
         del stems
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kib()
     print(json.dumps({"exit_code": code, "baseline_kib": baseline, "peak_kib": peak, "seconds": seconds}))
 
 

@@ -1,4 +1,8 @@
-"""``demixers prepare <corpus> ROOT --output DIR [--push-to-hub org/name] [--private] ...``."""
+"""``demixers prepare <corpus> ROOT --output DIR [--push-to-hub org/name] [--private] ...``.
+
+``demixers prepare synthetic-speech --output DIR [--seed N] ...`` instead generates a corpus (see
+`demixers.datasets_scripts.synthetic_speech`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,12 @@ import argparse
 import sys
 
 from .corpora import CORPORA
+
+SYNTHETIC_SPEECH = "synthetic-speech"
+SYNTHETIC_SPEECH_HELP = (
+    "generate a LibriMix-format 2-speaker 8 kHz corpus spoken by Debian text-to-speech voices "
+    "(espeak-ng, flite, festival), offline and deterministic given --seed"
+)
 
 
 def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +52,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         sub = subparsers.add_parser(name, help=corpus.help, description=corpus.help)
         _add_common_arguments(sub)
         corpus.add_arguments(sub)
+    from . import synthetic_speech
+
+    sub = subparsers.add_parser(
+        SYNTHETIC_SPEECH, help=SYNTHETIC_SPEECH_HELP, description=SYNTHETIC_SPEECH_HELP
+    )
+    synthetic_speech.add_arguments(sub)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.corpus == SYNTHETIC_SPEECH:
+        from . import synthetic_speech
+
+        return synthetic_speech.run(args)
     from .corpora import get_corpus
     from .prepare import prepare_corpus
 
