@@ -4,6 +4,12 @@
   the residual sum): compared with evaluating each ``nn.Sequential`` branch as it is.
 * `multi_head_attention` projects and calls ``scaled_dot_product_attention`` itself: compared with
   ``nn.MultiheadAttention`` (self- and cross-attention).
+* In inference (no gradients) every `DConv` branch whose tail is ``1x1 conv, one-group norm, GLU,
+  LayerScale`` is fused: the norm statistics come from the narrow activations' Gram matrix and
+  the norm folds into per-sample projections. Compared with the straightforward branches, with
+  large offsets in the activations (a variance computed as ``E[h^2] - E[h]^2`` would lose it).
+* The hybrid models write the de-normalised output spectrum straight into the padded buffer
+  ``istft`` reads: compared with the gradient-enabled path.
 * `separate_with_chunks` delays the track for a shift by windowing it at a negative offset instead
   of copying it with zeros around: compared with ``apply_model`` where whole windows fall into the
   delay (a segment shorter than the shift).
@@ -59,6 +65,57 @@ def test_dconv_over_bins_keeps_the_layout_and_the_values() -> None:
             expected = sequential_dconv(module, flat).view(2, 5, 8, 40).permute(0, 2, 1, 3)
         assert relative(actual, expected) <= TOLERANCE
         assert actual.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_fused_dconv_matches_its_branches(norm: bool) -> None:
+    torch.manual_seed(4)
+    module = DConv(24, compress=4, depth=3, init=0.3, norm=norm).eval()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        for layer in module.layers:
+            layer[3].bias.add_(5.0)  # projections far from zero mean
+    x = 3.0 * torch.randn(4, 24, 70) + 2.0
+    original = x.clone()
+    with torch.no_grad():
+        actual = module(x)
+        expected = sequential_dconv(module, x)
+    with torch.enable_grad():
+        unfused = module(x)  # the channels-last path, not fused
+    assert actual.shape == expected.shape == (4, 24, 70)
+    assert relative(actual, expected) <= TOLERANCE
+    assert relative(unfused.detach(), expected) <= TOLERANCE
+    assert not torch.equal(actual, unfused.detach())  # both paths ran
+    assert torch.equal(x, original)  # buffers are reused in place, never the caller's input
+
+
+@pytest.mark.parametrize("model_name", ["hdemucs", "htdemucs"])
+def test_output_spectrum_buffer_matches_the_gradient_path(model_name: str, monkeypatch) -> None:
+    from demixers.modeling.demucs import HDemucsForSourceSeparation, HTDemucsForSourceSeparation
+    from tests.modeling.demucs.tiny_configs import tiny_hdemucs_config, tiny_htdemucs_config
+
+    torch.manual_seed(5)
+    if model_name == "hdemucs":
+        model = HDemucsForSourceSeparation(tiny_hdemucs_config()).eval()
+    else:
+        model = HTDemucsForSourceSeparation(tiny_htdemucs_config()).eval()
+    mix = torch.randn(2, 2, 1500)
+    calls = []
+    original = model._output_spectrum
+
+    def spy(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "_output_spectrum", spy)
+    with torch.no_grad():
+        fast = model(input_values=mix).audio_values
+    with torch.enable_grad():
+        slow = model(input_values=mix).audio_values.detach()
+    assert calls == [False]  # the buffer path ran once, without gradients
+    assert fast.shape == slow.shape == (2, len(model.config.source_names), 2, 1500)
+    assert relative(fast, slow) <= TOLERANCE
 
 
 def test_dconv_with_lstm_and_attention_keeps_the_plain_path() -> None:

@@ -205,10 +205,34 @@ class DConv(nn.Module):
         # where oneDNN's convolutions are much faster for the narrow widths used here. The result
         # keeps that layout: (N, C, T) with strides (T * C, 1, C).
         y = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        if not torch.is_grad_enabled() and all(_fusable_tail(layer) for layer in self.layers):
+            return self._forward_fused(y).squeeze(2)
         for layer in self.layers:
             branch, scale = _branch_channels_last(layer, y)
             y = torch.addcmul(y, scale[:, None, None], branch)  # y + LayerScale(branch) in one pass
         return y.squeeze(2)
+
+    def _forward_fused(self, y: torch.Tensor) -> torch.Tensor:
+        """The channels-last loop with every branch through `_fused_projections` (inference only).
+
+        Each branch is two batched matmuls (GLU values, gates), an in-place sigmoid and one
+        ``residual + values * gates`` pass written over the values; buffers are reused between
+        branches (large fresh allocations cost page faults on every call).
+        """
+        batch, channels, _, length = y.shape
+        residual = y.permute(0, 2, 3, 1).reshape(batch, length, channels)  # a view for channels-last y
+        spare: list[torch.Tensor] = []
+        for index, layer in enumerate(self.layers):
+            rows, weight_a, weight_b = _fused_projections(layer, y)
+            values = torch.bmm(rows, weight_a, out=spare.pop()) if spare else torch.bmm(rows, weight_a)
+            gates = torch.bmm(rows, weight_b, out=spare.pop()) if spare else torch.bmm(rows, weight_b)
+            out = torch.addcmul(residual, values, gates.sigmoid_(), out=values)
+            spare.append(gates)
+            if index:  # the input of the first branch may be the caller's tensor
+                spare.append(residual)
+            residual = out
+            y = out.view(batch, 1, length, channels).permute(0, 3, 1, 2)
+        return y
 
 
 def _conv_as_2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -234,6 +258,71 @@ def _branch_channels_last(layer: nn.Sequential, y: torch.Tensor) -> tuple[torch.
         # GroupNorm / Identity / GELU / ReLU / GLU(1) work on 4-D tensors as they are
         y = _conv_as_2d(module, y) if isinstance(module, nn.Conv1d) else module(y)
     return y, layer_scale.scale
+
+
+def _fusable_tail(layer: nn.Sequential) -> bool:
+    """Whether a branch is ``conv, norm, act, 1x1 conv, GroupNorm(1) or Identity, GLU(1), LayerScale``."""
+    if len(layer) != 7:
+        return False
+    _, _, _, projection, norm, glu, layer_scale = layer
+    return (
+        isinstance(projection, nn.Conv1d)
+        and projection.kernel_size == (1,)
+        and projection.groups == 1
+        and (isinstance(norm, nn.Identity) or (isinstance(norm, nn.GroupNorm) and norm.num_groups == 1))
+        and isinstance(glu, nn.GLU)
+        and glu.dim == 1
+        and isinstance(layer_scale, LayerScale)
+    )
+
+
+def _fused_projections(
+    layer: nn.Sequential, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The narrow rows and per-sample weights giving a `_fusable_tail` branch's GLU halves.
+
+    Returns ``rows`` ``(N, T, hidden + 1)`` (the activations before the 1x1 projection, then a
+    column of ones) and ``weight_a``, ``weight_b`` ``(N, hidden + 1, C)`` such that
+    ``LayerScale(GLU(norm(projection)))`` is ``(rows @ weight_a) * sigmoid(rows @ weight_b)``.
+
+    The one-group norm of ``h = W g + b`` has per-sample statistics that follow from the narrow
+    ``g``: its sum and its Gram matrix (float64). The normalisation, its affine and the LayerScale
+    then fold into the projection, so the ``2C``-wide ``h`` is never materialised.
+    """
+    conv, norm_in, activation, projection, norm, _, layer_scale = layer
+    channels = y.shape[1]
+    g = activation(norm_in(_conv_as_2d(conv, y)))  # (N, hidden, 1, T), channels-last
+    batch, hidden, _, length = g.shape
+    rows = g.permute(0, 2, 3, 1).reshape(batch, length, hidden)  # a view for channels-last g
+    weight = projection.weight[:, :, 0].double().t()  # (hidden, 2C)
+    bias = projection.bias
+    bias = torch.zeros(2 * channels, dtype=torch.float64, device=y.device) if bias is None else bias.double()
+    if isinstance(norm, nn.GroupNorm):
+        g64 = rows.double()
+        total = g64.sum(1)  # (N, hidden)
+        gram = g64.transpose(1, 2) @ g64  # (N, hidden, hidden)
+        count = length * 2 * channels
+        mean = (total @ weight.sum(1) + length * bias.sum()) / count
+        squares = ((gram @ weight) * weight).sum((1, 2)) + 2 * total @ (weight @ bias)
+        squares = squares + length * bias.square().sum()
+        variance = (squares / count - mean.square()).clamp_min(0)
+        scale = (variance + norm.eps).rsqrt()[:, None]  # (N, 1)
+        if norm.weight is not None:
+            scale = scale * norm.weight.double()
+        shift = (bias - mean[:, None]) * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.double()
+    else:
+        scale = torch.ones(1, 2 * channels, dtype=torch.float64, device=y.device)
+        shift = bias[None]
+    gain = layer_scale.scale.double()
+    scale_a, scale_b = scale[:, :channels] * gain, scale[:, channels:]
+    shift_a, shift_b = shift[:, :channels] * gain, shift[:, channels:]
+    weight_a = torch.cat([weight[None, :, :channels] * scale_a[:, None], shift_a[:, None]], 1)
+    weight_b = torch.cat([weight[None, :, channels:] * scale_b[:, None], shift_b[:, None]], 1)
+    weight_a = weight_a.to(g.dtype).expand(batch, -1, -1)
+    weight_b = weight_b.to(g.dtype).expand(batch, -1, -1)
+    return F.pad(rows, (0, 1), value=1.0), weight_a, weight_b
 
 
 # -- spectrogram helpers (hybrid models) ------------------------------------------------------
@@ -380,12 +469,18 @@ class HEncLayer(nn.Module):
             if inject.dim() == 3 and y.dim() == 4:
                 inject = inject[:, :, None]
             y = y + inject
-        y = F.gelu(self.norm1(y))
+        y = _gelu_fresh(self.norm1(y))
         if self.dconv is not None:
             y = _apply_over_bins(self.dconv, y) if self.freq else self.dconv(y)
         if self.rewrite is None:
             return y
         return F.glu(self.norm2(self.rewrite(y)), dim=1)
+
+
+def _gelu_fresh(x: torch.Tensor) -> torch.Tensor:
+    """GELU of a tensor this layer just created: in place in inference (a large fresh output costs
+    page faults on every call)."""
+    return F.gelu(x) if torch.is_grad_enabled() else torch.ops.aten.gelu_(x)
 
 
 def _apply_over_bins(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -466,7 +561,7 @@ class HDecLayer(nn.Module):
         else:
             z = z[..., self.pad : self.pad + length]
         if not self.last:
-            z = F.gelu(z)
+            z = _gelu_fresh(z)
         return z, y
 
 

@@ -382,16 +382,52 @@ class _HybridDemucsBase(DemucsPreTrainedModel):
         return z[..., 2 : 2 + frames]
 
     def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        hop = self._hop_length
         z = F.pad(z, (0, 0, 0, 1))
+        if self._hybrid:
+            z = F.pad(z, (2, 2))
+        return self._ispec_padded(z, length)
+
+    def _ispec_padded(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        """`_ispec` of a spectrum already padded with the Nyquist bin (and, hybrid, 2 frames per side)."""
+        hop = self._hop_length
         if not self._hybrid:
             return inverse_spectrogram(z, hop, length)
-        z = F.pad(z, (2, 2))
         if self._hybrid_old:
             return inverse_spectrogram(z, hop, hop * math.ceil(length / hop))[..., :length]
         pad = hop // 2 * 3
         x = inverse_spectrogram(z, hop, hop * math.ceil(length / hop) + 2 * pad)
         return x[..., pad : pad + length]
+
+    def _output_spectrum(
+        self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, sources: int
+    ) -> torch.Tensor:
+        """The de-normalised complex output spectrum, padded as `_ispec_padded` expects (inference).
+
+        ``x`` ``(B, S * C * 2, F, T)`` -> complex ``(B, S, C, F + 1, T [+ 4])``. One pass writes
+        ``x * std + mean`` into a buffer whose memory is ``(..., frames, bins)``: the layout the
+        inverse FFT reads, so ``istft`` needs no transposed copy either. The pass runs on complex
+        values (``x`` is channels-last: ``(B, F, T, S * C, re/im)`` in memory, a view), so that each
+        element moved is a whole complex number.
+        """
+        batch, _, bins, frames = x.shape
+        margin = 2 if self._hybrid else 0
+        pairs = x.permute(0, 2, 3, 1).reshape(batch, bins, frames, -1, 2)  # (B, F, T, S * C, 2)
+        odd = pairs.storage_offset() % 2 or any(step % 2 for step in pairs.stride()[:-1])
+        if odd or pairs.stride(-1) != 1:
+            pairs = pairs.contiguous()  # x was not channels-last
+        spectrum = torch.view_as_complex(pairs)
+        width = spectrum.shape[-1]
+        buffer = spectrum.new_empty(batch, width, frames + 2 * margin, bins + 1)
+        buffer[..., bins] = 0
+        if margin:
+            buffer[:, :, :margin] = 0
+            buffer[:, :, -margin:] = 0
+        target = buffer[:, :, margin : margin + frames, :bins].permute(0, 3, 2, 1)  # (B, F, T, S * C)
+        # x * std + mean on both parts: complex (re + i im) * (std + 0i) + (mean + i mean)
+        shift = torch.complex(mean, mean).view(batch, 1, 1, 1)
+        scale = torch.complex(std, torch.zeros_like(std)).view(batch, 1, 1, 1)
+        torch.addcmul(shift, spectrum, scale, out=target)
+        return buffer.view(batch, sources, -1, frames + 2 * margin, bins + 1).transpose(-1, -2)
 
     def _bottleneck(
         self, x: torch.Tensor, xt: torch.Tensor | None
@@ -453,9 +489,12 @@ class _HybridDemucsBase(DemucsPreTrainedModel):
                     xt, _ = tdecode(xt, skips_t.pop(), length_t)
 
         sources = len(self.config.source_names)
-        x = x.reshape(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
-        spec = x.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
-        out = self._ispec(torch.view_as_complex(spec.contiguous()), length)
+        if torch.is_grad_enabled():
+            x = x.reshape(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
+            spec = x.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
+            out = self._ispec(torch.view_as_complex(spec.contiguous()), length)
+        else:
+            out = self._ispec_padded(self._output_spectrum(x, mean, std, sources), length)
         if self._hybrid:
             out = xt.view(batch, sources, -1, length) * std_t[:, None] + mean_t[:, None] + out
         return out
