@@ -9,7 +9,8 @@ For each model and length this benchmark separates the same random mixture with
   ``audio-source-separation`` pipeline (chunked overlap-add, ``--batch-size`` chunks per forward,
   the pipeline's speech defaults of 8 s chunks and 50 % overlap unless ``--pipeline-segment`` /
   ``--pipeline-overlap`` say otherwise), which keeps memory bounded for any length but computes a
-  different function (attention and norms see a chunk, not the file);
+  different function (attention and norms see a chunk, not the file); ``ours-stream``: the same
+  chunking through ``demixers separate`` on a float wav (stems streamed to disk: bounded memory);
 * ``htdemucs`` (default config, 44.1 kHz stereo, 4 stems):
   ``reference``: ``demucs.apply.apply_model`` (``--shifts``, ``--overlap``, the model's 7.8 s
   segment); ``ours``: `separate_with_chunks` with the same segment/overlap/shifts and the same
@@ -73,7 +74,7 @@ RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 MODELS = ("mossformer", "htdemucs")
 VARIANTS = {
-    "mossformer": ("ours", "reference", "ours-pipeline"),
+    "mossformer": ("ours", "reference", "ours-pipeline", "ours-stream"),
     "htdemucs": ("ours", "reference", "ours-stream"),
 }
 RATES = {"mossformer": (8000, 1), "htdemucs": (44100, 2)}  # sampling rate, channels
@@ -335,16 +336,29 @@ def _run_variant(torch, task: dict[str, Any]) -> tuple[dict[str, Any], Any]:
                 )
             return out[0].float().cpu().numpy()
 
-    elif model_name == "htdemucs" and variant == "ours-stream":
+    elif variant == "ours-stream":
         from demixers.cli import main as cli_main
 
         out_dir = Path(task["scratch"]) / f"stream_{os.getpid()}"
         argv = [
             "separate", task["input"]["wav"], "-m", setup["ours"], "-o", str(out_dir), "-q", "--overwrite",
-            "--bit-depth", "32", "--device", device.split(":")[0], "--shifts", str(task["shifts"]),
-            "--overlap", str(task["overlap"]), "--batch-size", str(task["batch_size"]),
-            "--seed", str(task["seed"]),
+            "--bit-depth", "32", "--device", device.split(":")[0], "--batch-size", str(task["batch_size"]),
         ]  # fmt: skip
+        if model_name == "htdemucs":
+            argv += [
+                "--shifts",
+                str(task["shifts"]),
+                "--overlap",
+                str(task["overlap"]),
+                "--seed",
+                str(task["seed"]),
+            ]
+        else:  # the pipeline's speech chunking unless --pipeline-segment / --pipeline-overlap say otherwise
+            if task["pipeline_segment"] is not None:
+                argv += ["--segment", str(task["pipeline_segment"])]
+            if task["pipeline_overlap"] is not None:
+                argv += ["--overlap", str(task["pipeline_overlap"])]
+        names = HTDEMUCS_SOURCES if model_name == "htdemucs" else ["speaker_1", "speaker_2"]
         extra["cli"] = " ".join(["demixers", *argv[:1], "INPUT", *argv[2:]])
 
         def run():
@@ -358,7 +372,8 @@ def _run_variant(torch, task: dict[str, Any]) -> tuple[dict[str, Any], Any]:
 
                 folder = out_dir / Path(task["input"]["wav"]).stem
                 stems = [
-                    soundfile.read(folder / f"{name}.wav", dtype="float32")[0].T for name in HTDEMUCS_SOURCES
+                    soundfile.read(folder / f"{name}.wav", dtype="float32", always_2d=True)[0].T
+                    for name in names
                 ]
                 shutil.rmtree(out_dir, ignore_errors=True)
                 return np.stack(stems)
@@ -602,7 +617,7 @@ def variant_flops(
         per_second = (
             flops["reference_flops" if variant == "reference" else "ours_flops"] / flops["input_seconds"]
         )
-        if variant != "ours-pipeline":
+        if variant not in ("ours-pipeline", "ours-stream"):
             return per_second * seconds
         segment = args.pipeline_segment or 8.0
         overlap = args.pipeline_overlap if args.pipeline_overlap is not None else 0.5
