@@ -2,7 +2,9 @@
 
 Importing the package registers every model family with the transformers Auto classes
 (`AutoConfig`, `AutoModel`, `AutoFeatureExtractor`) and the ``audio-source-separation`` task
-with the pipeline registry, so ``pipeline("audio-source-separation", model=...)`` works.
+with the pipeline registry, so ``pipeline("audio-source-separation", model=...)`` works; without
+``model=`` the pipeline uses the small default speech model bundled with the package
+(`demixers.bundled`: trained on synthetic voices, for demos and tests).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .bundled import DEFAULT_MODEL_DIR
 from .feature_extraction_separation import SourceSeparationFeatureExtractor
 from .modeling.conv_tasnet import (
     ConvTasNetConfig,
@@ -73,10 +76,12 @@ def register_model_family(config_class: type[PretrainedConfig], model_class: typ
 def _register_all() -> None:
     for config_class, model_class in MODEL_FAMILIES:
         register_model_family(config_class, model_class)
+    # The bundled default model is a local folder: transformers loads it as-is, without the Hub.
     PIPELINE_REGISTRY.register_pipeline(
         PIPELINE_TASK,
         pipeline_class=AudioSourceSeparationPipeline,
         pt_model=AutoModel,
+        default={"model": (str(DEFAULT_MODEL_DIR), None)},
         type="audio",
     )
 

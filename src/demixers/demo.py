@@ -1,118 +1,96 @@
-"""The main job end to end, offline: ``python -m demixers.demo`` (what ``make demo`` runs).
+"""The main job, offline: ``python -m demixers.demo`` (what ``make demo`` runs).
 
-1. generate a small synthetic two-speaker corpus in the LibriMix layout
-   (`demixers.trainers.synthetic`; speakers of the test split are never seen in training);
-2. train the tiny MossFormer recipe (``configs/mossformer_tiny_cpu.yaml``) on it with the
-   Accelerate trainer, on the CPU, for a few minutes (skipped when a trained model is already there);
-3. take a held-out test mixture, separate it with ``demixers separate``;
-4. print where the stems went and their SI-SNR improvement against the reference sources.
+1. takes the example mixture bundled with the package (two synthetic text-to-speech voices that the
+   default model never heard in training, made by ``demixers prepare synthetic-speech``);
+2. separates it with ``demixers separate`` and the bundled default model (no ``-m``: nothing is
+   downloaded);
+3. prints where the stems went and their SI-SNR improvement against the bundled reference speakers.
 
-Nothing is downloaded. The model learns synthetic voices only: it demonstrates the machinery, it
-is not a speech separator for real recordings (convert an official checkpoint for that, see README).
+``--mixture`` / ``--references`` / ``--model`` run the same steps on your own files and model. The
+bundled model knows synthetic voices only: it shows the machinery working, it is not a separator
+for real recordings (convert an official checkpoint for that, see README).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-DEFAULT_RECIPE = Path("configs/mossformer_tiny_cpu.yaml")
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m demixers.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--output-dir", default="demo_output", help="where everything goes (default: demo_output)"
+        "--output-dir", default="demo_output", help="where the stems go (default: demo_output)"
     )
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: the bundled one)")
+    parser.add_argument("--mixture", type=Path, default=None, help="mixture to separate (default: bundled)")
     parser.add_argument(
-        "--config", default=str(DEFAULT_RECIPE), help=f"training recipe (default: {DEFAULT_RECIPE})"
+        "--references", type=Path, nargs="+", default=None, help="reference sources of --mixture, to score"
     )
-    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
-    parser.add_argument("--retrain", action="store_true", help="train again even if a model exists")
     return parser.parse_args(argv)
-
-
-def _first_test_item(corpus: Path) -> tuple[Path, list[Path]]:
-    metadata = sorted(corpus.glob("Libri2Mix/wav8k/min/metadata/mixture_test_mix_clean.csv"))
-    if not metadata:
-        raise FileNotFoundError(f"no test metadata under {corpus}")
-    with metadata[0].open(newline="") as handle:
-        row = next(csv.DictReader(handle))
-    base = metadata[0].parent.parent
-
-    def resolve(value: str) -> Path:
-        path = Path(value)
-        return path if path.is_file() else base / "test" / path.parent.name / path.name
-
-    return resolve(row["mixture_path"]), [resolve(row["source_1_path"]), resolve(row["source_2_path"])]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if (args.mixture is None) != (args.references is None):
+        print("python -m demixers.demo: error: give --mixture and --references together", file=sys.stderr)
+        return 2
     import numpy as np
     import soundfile
 
     from .cli import main as demixers_main
     from .evaluation import pit_si_snr, si_snr
-    from .trainers import synthetic
 
-    output_dir = Path(args.output_dir)
-    corpus = output_dir / "data"
-    run_dir = output_dir / "run"
-    model_dir = run_dir / "best"
-    if not Path(args.config).is_file():
-        raise FileNotFoundError(f"{args.config}: recipe not found (run the demo from the repository root)")
+    if args.mixture is None:
+        from .bundled import example_mixture
 
-    if not (corpus / "Libri2Mix").is_dir():
-        print(f"[1/4] generating a synthetic two-speaker corpus in {corpus}")
-        synthetic.main([str(corpus)])
+        example = example_mixture()
+        mixture_path, reference_paths = example.mixture, list(example.references)
+        print(f"[1/3] the bundled example mixture: {mixture_path}")
+        if example.info.get("description"):
+            print(f"      {example.info['description']}")
     else:
-        print(f"[1/4] using the synthetic corpus in {corpus}")
+        mixture_path, reference_paths = args.mixture, list(args.references)
+        print(f"[1/3] the mixture: {mixture_path}")
 
-    if args.retrain or not (model_dir / "config.json").is_file():
-        print(f"[2/4] training the tiny MossFormer recipe {args.config} (a few minutes on 2 CPU cores)")
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        train_args = [
-            "train",
-            "--config",
-            args.config,
-            "--output-dir",
-            str(run_dir),
-            f"--data.dataset={corpus}",
-        ]
-        if args.epochs is not None:
-            train_args.append(f"--training.epochs={args.epochs}")
-        if demixers_main(train_args) != 0:
-            return 1
-    else:
-        print(f"[2/4] using the trained model in {model_dir} (pass --retrain to train again)")
-
-    mixture_path, reference_paths = _first_test_item(corpus)
-    stems_dir = output_dir / "stems"
-    print(f"[3/4] separating the held-out mixture {mixture_path}")
-    code = demixers_main(
-        ["separate", str(mixture_path), "-m", str(model_dir), "-o", str(stems_dir), "--overwrite", "-q"]
-    )
+    stems_dir = Path(args.output_dir) / "stems"
+    model_text = args.model or "the bundled default model"
+    print(f"[2/3] separating it with {model_text}")
+    separate = ["separate", str(mixture_path), "-o", str(stems_dir), "--overwrite", "-q"]
+    if args.model is not None:
+        separate += ["-m", args.model]
+    code = demixers_main(separate)
     if code != 0:
         return code
 
-    print("[4/4] scoring the stems against the reference speakers")
-    mixture, _ = soundfile.read(mixture_path, dtype="float32")
-    references = np.stack([soundfile.read(path, dtype="float32")[0] for path in reference_paths])
+    print("[3/3] scoring the stems against the reference speakers")
+    mixture, rate = soundfile.read(mixture_path, dtype="float32", always_2d=True)
+    references = np.stack(
+        [soundfile.read(path, dtype="float32", always_2d=True)[0].T for path in reference_paths]
+    )
     stem_paths = sorted((stems_dir / mixture_path.stem).glob("*.wav"))
-    estimates = np.stack([soundfile.read(path, dtype="float32")[0] for path in stem_paths])
+    estimates = np.stack([soundfile.read(path, dtype="float32", always_2d=True)[0].T for path in stem_paths])
+    if estimates.shape != references.shape:
+        print(
+            f"python -m demixers.demo: error: {len(stem_paths)} stems of shape {estimates.shape[1:]} do not "
+            f"match {len(reference_paths)} references of shape {references.shape[1:]}",
+            file=sys.stderr,
+        )
+        return 1
+    # (sources, channels, time) -> (sources, channels * time): one score per source
+    references = references.reshape(len(references), -1)
+    estimates = estimates.reshape(len(estimates), -1)
     scores, _ = pit_si_snr(references, estimates)
-    baseline = si_snr(references, np.broadcast_to(mixture, references.shape))
-    improvement = np.asarray(scores) - np.asarray(baseline)
+    baseline = si_snr(references, np.broadcast_to(mixture.T.reshape(1, -1), references.shape))
+    improvement = float(np.mean(np.asarray(scores) - np.asarray(baseline)))
+    print(f"  stems ({rate} Hz) in {stems_dir / mixture_path.stem}:")
     for path in stem_paths:
-        print(f"  {path}")
-    print(f"  SI-SNR of the mixture: {np.mean(baseline):.2f} dB; of the stems: {np.mean(scores):.2f} dB")
-    print(f"  SI-SNRi (mean over the two speakers): {float(np.mean(improvement)):.2f} dB")
+        print(f"    {path}")
+    mixture_db, stems_db = float(np.mean(baseline)), float(np.mean(scores))
+    print(f"  SI-SNR of the mixture: {mixture_db:.2f} dB; of the stems: {stems_db:.2f} dB")
+    print(f"  SI-SNRi (mean over the {len(reference_paths)} speakers): {improvement:.2f} dB")
     return 0
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from demixers import bundled
 from demixers.cli import main
-from demixers.pipelines import cli as separate_cli
 from tests.pipelines.conftest import sines
 
 MUSIC_STEMS = ["drums", "bass", "other", "vocals"]
@@ -188,8 +188,9 @@ def test_usage_errors_exit_2_with_one_line(
 ) -> None:
     path, _ = mixture_file
     out = str(tmp_path / "out")
+    monkeypatch.setattr(bundled, "DEFAULT_MODEL_DIR", tmp_path / "not_installed")  # a broken installation
     cases = [
-        (["separate", str(path), "-o", out], "no default model is bundled yet; pass -m"),
+        (["separate", str(path), "-o", out], "bundled default model is incomplete"),
         (["separate", str(path), "-m", str(tmp_path / "nope"), "-o", out], "could not load model"),
         (
             ["separate", str(path), "-m", music_toy_dir, "-o", out, "--format", "flac", "--bit-depth", "32"],
@@ -212,7 +213,6 @@ def test_usage_errors_exit_2_with_one_line(
     assert main(["separate", str(path), "-m", music_toy_dir, "-o", out, "--format", "mp3"]) == 2
     assert "lameenc" in capsys.readouterr().err
     assert not Path(out).exists()
-    assert separate_cli.DEFAULT_MODEL is None
 
 
 def test_same_stem_twice_is_refused_for_the_second_input(tmp_path: Path, speech_toy_dir: str, capsys) -> None:

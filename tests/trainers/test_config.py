@@ -112,7 +112,9 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
     assert load_config(path) == config
 
 
-@pytest.mark.parametrize("name", ["mossformer_libri2mix_8k", "htdemucs_musdb18hq", "mossformer_tiny_cpu"])
+@pytest.mark.parametrize(
+    "name", ["mossformer_libri2mix_8k", "htdemucs_musdb18hq", "mossformer_tiny_cpu", "default_speech_8k"]
+)
 def test_shipped_recipes_load(name: str) -> None:
     from transformers import AutoConfig
 

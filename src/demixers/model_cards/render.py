@@ -81,6 +81,7 @@ def render_model_card(
     repo_id: str | None = None,
     figure: str | os.PathLike | None = None,
     tags: Sequence[str] = (),
+    about: str | None = None,
 ) -> str:
     """Return the README.md text for the model folder ``model_dir``.
 
@@ -100,6 +101,8 @@ def render_model_card(
         repo_id: the Hub repository the card is for (used in the title and usage snippet).
         figure: a PNG to show (copied into ``model_dir`` when it lives elsewhere).
         tags: extra metadata tags.
+        about: Markdown shown right after the summary, e.g. what the model is meant for and what its
+            training data was (a model trained on synthetic data should say so up front).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -141,6 +144,7 @@ def render_model_card(
         "metadata": card_data.to_yaml(),
         "title": model_name,
         "summary": _summary(config_dict, architecture, source_names, base_models, results_dict),
+        "about": f"\n{about.strip()}\n" if about and about.strip() else "",
         "figure": (
             "\n![Spectrograms of an example mixture and of the stems this model separates from "
             f"it]({figure_ref})\n"

@@ -37,10 +37,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-# The model used when -m is not given. No model ships with demixers yet: this is the one place
-# where the bundled default will be plugged in.
-DEFAULT_MODEL: str | None = None
-NO_DEFAULT_MODEL_MESSAGE = "no default model is bundled yet; pass -m MODEL (a model folder or a Hub model id)"
+DEFAULT_OUTPUT_DIR = Path("separated")
+DEFAULT_MODEL_NOTICE = (
+    "demixers separate: using the bundled default model (a small model trained on synthetic voices, for "
+    "demos and tests); pass -m MODEL for real recordings"
+)
 
 FORMATS = ("wav", "flac", "mp3")
 BIT_DEPTHS = (16, 24, 32)
@@ -81,10 +82,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "-m",
         "--model",
         default=None,
-        help="model folder or Hub model id (required: no default model is bundled yet)",
+        help="model folder or Hub model id (default: the small bundled speech model, synthetic voices only)",
     )
     parser.add_argument(
-        "-o", "--output-dir", required=True, type=Path, metavar="OUTDIR", help="where stems are written"
+        "-o",
+        "--output-dir",
+        type=Path,
+        default=DEFAULT_OUTPUT_DIR,
+        metavar="OUTDIR",
+        help=f"where stems are written (default: {DEFAULT_OUTPUT_DIR})",
     )
     parser.add_argument("--format", choices=FORMATS, default="wav", help="output format (default: wav)")
     parser.add_argument(
@@ -120,9 +126,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model_id = args.model or DEFAULT_MODEL
-    if model_id is None:
-        raise ValueError(NO_DEFAULT_MODEL_MESSAGE)
+    if args.model is None:
+        from ..bundled import default_model_dir
+
+        model_id = str(default_model_dir())
+        if not args.quiet:
+            print(DEFAULT_MODEL_NOTICE, file=sys.stderr)
+    else:
+        model_id = args.model
     bit_depth = _check_format(args.format, args.bit_depth)
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise NotADirectoryError(f"{args.output_dir}: the output path exists and is not a directory")
