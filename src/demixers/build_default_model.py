@@ -89,7 +89,10 @@ def _hardware() -> str:
                     break
     except OSError:
         pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), no GPU"
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()}-core CPU ({cpu}), {gpu}"
 
 
 def _write_example(folder: Path, seed: int, seconds: float) -> dict[str, Any]:
