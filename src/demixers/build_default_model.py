@@ -127,7 +127,7 @@ def _score_example(model_dir: Path, example_dir: Path) -> dict[str, float]:
 
     import demixers
 
-    from .evaluation import pit_si_snr, si_snr
+    from .demo import score_against_references
 
     separator = pipeline(demixers.PIPELINE_TASK, model=str(model_dir))
     mixture, rate = soundfile.read(example_dir / "mixture.wav", dtype="float32")
@@ -140,12 +140,11 @@ def _score_example(model_dir: Path, example_dir: Path) -> dict[str, float]:
     stems = separator({"array": mixture, "sampling_rate": rate})
     seconds = time.perf_counter() - start
     estimates = np.stack([np.asarray(stem["audio"]).reshape(-1) for stem in stems])
-    scores, _ = pit_si_snr(references, estimates)
-    baseline = si_snr(references, np.broadcast_to(mixture, references.shape))
+    mixture_db, stems_db, improvement = score_against_references(references, estimates, mixture)
     return {
-        "si_snr_mixture_db": round(float(np.mean(baseline)), 3),
-        "si_snr_stems_db": round(float(np.mean(scores)), 3),
-        "si_snri_db": round(float(np.mean(np.asarray(scores) - np.asarray(baseline))), 3),
+        "si_snr_mixture_db": round(mixture_db, 3),
+        "si_snr_stems_db": round(stems_db, 3),
+        "si_snri_db": round(improvement, 3),
         "separation_seconds": round(seconds, 3),
         "torch_threads": threads,
     }
@@ -190,7 +189,8 @@ def build_bundle(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"demixers evaluate failed with exit code {code}")
         results = json.loads((evaluation_dir / "results.json").read_text())
         # a local path means nothing on another machine: name the corpus by how it is made
-        results["dataset"] = f"demixers synthetic-speech (seed {recipe_seed(args.corpus)})"
+        seed, sizes = corpus_description(args.corpus)
+        results["dataset"] = f"demixers synthetic-speech (seed {seed})"
         (model_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
         print(f"[2/4] rendering the example mixture (held-back voices, seed {args.example_seed})")
@@ -204,7 +204,6 @@ def build_bundle(args: argparse.Namespace) -> dict[str, Any]:
         states = [args.run_dir / "last" / "trainer_state.json", checkpoint / "trainer_state.json"]
         state = next((json.loads(path.read_text()) for path in states if path.is_file()), {})
         summary = training_summary(state, recipe.get("training", {}).get("metric", "si_snri"))
-        seed, sizes = recipe_seed(args.corpus), corpus_sizes(args.corpus)
         summary["training data"] = f"demixers prepare synthetic-speech, seed {seed} ({sizes})"
         for index, stage in enumerate(args.training_stage or [], start=1):
             summary[f"training stage {index}"] = stage
@@ -260,17 +259,14 @@ def build_bundle(args: argparse.Namespace) -> dict[str, Any]:
     return {"example": example, "results": results}
 
 
-def recipe_seed(corpus: Path) -> Any:
-    manifest = corpus / "synthetic_speech.json"
-    return json.loads(manifest.read_text()).get("seed") if manifest.is_file() else "unknown"
-
-
-def corpus_sizes(corpus: Path) -> str:
+def corpus_description(corpus: Path) -> tuple[Any, str]:
+    """(seed, "split N mixtures, ...") from the corpus's ``synthetic_speech.json`` manifest."""
     manifest = corpus / "synthetic_speech.json"
     if not manifest.is_file():
-        return "sizes unknown"
-    sizes = json.loads(manifest.read_text()).get("sizes", {})
-    return ", ".join(f"{split} {count} mixtures" for split, count in sizes.items())
+        return "unknown", "sizes unknown"
+    settings = json.loads(manifest.read_text())
+    sizes = ", ".join(f"{split} {count} mixtures" for split, count in settings.get("sizes", {}).items())
+    return settings.get("seed", "unknown"), sizes
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -32,6 +33,25 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def score_against_references(references: Any, estimates: Any, mixture: Any) -> tuple[float, float, float]:
+    """Mean SI-SNR of the mixture and of the estimates (best speaker order), and their difference.
+
+    ``references`` and ``estimates``: ``(sources, time)`` or ``(sources, channels, time)``;
+    ``mixture``: ``(time,)`` or ``(channels, time)``. Returns ``(mixture_db, stems_db, si_snri_db)``.
+    """
+    import numpy as np
+
+    from .evaluation import pit_si_snr, si_snr
+
+    # (sources, channels, time) -> (sources, channels * time): one score per source
+    references = np.asarray(references).reshape(len(references), -1)
+    estimates = np.asarray(estimates).reshape(len(estimates), -1)
+    scores, _ = pit_si_snr(references, estimates)
+    baseline = si_snr(references, np.broadcast_to(np.asarray(mixture).reshape(1, -1), references.shape))
+    mixture_db, stems_db = float(np.mean(baseline)), float(np.mean(scores))
+    return mixture_db, stems_db, stems_db - mixture_db
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     if (args.mixture is None) != (args.references is None):
@@ -41,7 +61,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import soundfile
 
     from .cli import main as demixers_main
-    from .evaluation import pit_si_snr, si_snr
 
     if args.mixture is None:
         from .bundled import example_mixture
@@ -79,16 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    # (sources, channels, time) -> (sources, channels * time): one score per source
-    references = references.reshape(len(references), -1)
-    estimates = estimates.reshape(len(estimates), -1)
-    scores, _ = pit_si_snr(references, estimates)
-    baseline = si_snr(references, np.broadcast_to(mixture.T.reshape(1, -1), references.shape))
-    improvement = float(np.mean(np.asarray(scores) - np.asarray(baseline)))
+    mixture_db, stems_db, improvement = score_against_references(references, estimates, mixture.T)
     print(f"  stems ({rate} Hz) in {stems_dir / mixture_path.stem}:")
     for path in stem_paths:
         print(f"    {path}")
-    mixture_db, stems_db = float(np.mean(baseline)), float(np.mean(scores))
     print(f"  SI-SNR of the mixture: {mixture_db:.2f} dB; of the stems: {stems_db:.2f} dB")
     print(f"  SI-SNRi (mean over the {len(reference_paths)} speakers): {improvement:.2f} dB")
     return 0
