@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import demixers
 
     from ..datasets_scripts import load_separation_dataset
-    from ..pipelines.chunking import is_permutation_invariant
+    from ..utils.model_contract import is_permutation_invariant
     from .aggregate import results_to_markdown
     from .run import evaluate_separation
 

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -61,6 +60,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from ..utils.model_contract import is_permutation_invariant
 
 # Defaults when the model config has no `segment` / `overlap` (seconds / fraction of a chunk).
 DEFAULT_SEGMENT_SECONDS = 10.0
@@ -73,24 +74,8 @@ DEFAULT_MAX_SHIFT_SECONDS = 0.5
 # Exhaustive permutation search up to this many sources (8! = 40320 sums of an S x S matrix).
 MAX_EXHAUSTIVE_SOURCES = 8
 
-_SPEAKER_NAME = re.compile(r"^(speaker|spk|talker|voice|s)[_\-]?\d+$", re.IGNORECASE)
-
 # forward(batch (chunks, channels, time) float32 tensor) -> (chunks, sources, channels, time)
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def is_permutation_invariant(config: Any) -> bool:
-    """Whether the model's sources come out in an arbitrary order (speech separation).
-
-    ``config.permutation_invariant`` (a config field or a class attribute of the config) decides
-    when it is a bool. Otherwise the sources are taken as permutable when every name in
-    ``config.source_names`` looks like a speaker index (``speaker_1``, ``spk2``, ``s1`` ...).
-    """
-    flag = getattr(config, "permutation_invariant", None)
-    if isinstance(flag, bool):
-        return flag
-    names = list(getattr(config, "source_names", []) or [])
-    return len(names) > 1 and all(isinstance(name, str) and _SPEAKER_NAME.match(name) for name in names)
 
 
 @dataclass(frozen=True)

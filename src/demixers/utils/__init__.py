@@ -1,0 +1,1 @@
+"""Bottom-layer utilities shared by every other layer (no imports from the rest of demixers)."""
