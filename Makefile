@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Reference implementations, installed only for the parity tests (never imported by demixers).
 REFERENCE_PACKAGES ?= demucs==4.1.0 modelscope==1.40.2 asteroid==0.7.0 asteroid-filterbanks==0.4.0
 
-.PHONY: install demo default-model test test-fast lint format clean
+.PHONY: install demo default-model test test-fast fix-copies clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -42,11 +42,17 @@ default-model: $(VENV)/.installed
 # Two workers, one BLAS thread each: the tiny test models run faster single-threaded, and the
 # suite is spread over the machine's cores.
 test: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks train.py
+	$(PY) -m ruff check src tests benchmarks utils train.py
+	$(PY) utils/check_copies.py
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --timeout=900 tests
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -x -m "not slow" tests
+
+# Rewrites every `# Copied from` copy that drifted from its original, then formats what changed.
+fix-copies: $(VENV)/.installed
+	$(PY) utils/check_copies.py --fix
+	$(PY) -m ruff format src
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache demo_output
