@@ -165,3 +165,15 @@ def bytes_info(data: bytes) -> tuple[int, int, int]:
 
     info = soundfile.info(io.BytesIO(data))
     return int(info.frames), int(info.channels), int(info.samplerate)
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono ``audio`` resampled from ``rate`` to ``target`` Hz as float64 (soxr, HQ); a copy-free no-op
+    when the rates agree."""
+    if rate == target:
+        return np.asarray(audio, dtype=np.float64)
+    import soxr
+
+    return np.asarray(
+        soxr.resample(np.asarray(audio, dtype=np.float64), rate, target, quality="HQ"), dtype=np.float64
+    )
