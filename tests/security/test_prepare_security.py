@@ -292,3 +292,35 @@ def test_readers_do_not_preallocate_what_a_header_claims(tmp_path: Path) -> None
     samples, rate = decode_bytes(honest.read_bytes(), 70_000, 140_001)
     assert rate == 8000 and samples.shape == (1, 70_001)
     np.testing.assert_array_equal(samples[0] * 2**15, (np.arange(70_000, 140_001) % 100).astype(np.float32))
+
+
+def test_dataset_of_an_older_version_is_still_recognised_after_a_failed_rebuild(
+    tmp_path: Path, monkeypatch
+) -> None:
+    root = factory.make_wham(tmp_path / "wham", items_per_split=1)
+    output = tmp_path / "out"
+    before = _digest(prepare_corpus("wham", root, output, progress=False))
+    (output / ".demixers_prepare" / "dataset.json").unlink()  # as written before dataset.json existed
+
+    def fail(task):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(prepare_module, "_build_shard", fail)
+    with pytest.raises(OSError):
+        prepare_corpus("wham", root, output, mix_type="mix_clean", overwrite=True, progress=False)
+    # the finished dataset is returned as it is, without building anything
+    assert _digest(prepare_corpus("wham", root, output, progress=False)) == before
+
+
+def test_split_names_in_a_saved_dataset_cannot_reach_outside_the_output(tmp_path: Path) -> None:
+    root = factory.make_mir1k(tmp_path / "m")
+    output = tmp_path / "out"
+    DatasetDict({"train": Dataset.from_dict({"x": [1]})}).save_to_disk(str(output))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    dataset_dict = output / "dataset_dict.json"
+    dataset_dict.write_text('{"splits": ["train", "../victim", "/tmp", ".demixers_prepare"]}')
+    assert prepare_module.dataset_entries(output) == ["dataset_dict.json", "train"]
+    prepare_corpus("mir1k", root, output, overwrite=True, progress=False)
+    assert (victim / "keep.txt").read_text() == "mine"

@@ -457,10 +457,16 @@ def _header_problems(corpus: Corpus, layout: Layout, num_threads: int) -> dict[s
     return found
 
 
-def _start_manifest(plan: PreparationPlan, manifest: dict[str, Any] | None) -> dict[str, Any]:
+def _start_manifest(
+    plan: PreparationPlan, manifest: dict[str, Any] | None, record: dict[str, Any] | None
+) -> dict[str, Any]:
     """The build manifest to continue: the interrupted one, or a fresh one (stale shards removed)."""
     if manifest is not None and manifest.get("fingerprint") == plan.fingerprint:
         return manifest
+    if record is not None and not (plan.work / DATASET_RECORD_NAME).is_file():
+        # a dataset finished by an older version is only described by manifest.json: keep its record
+        # so that it is still recognised if this rebuild fails
+        _write_json_atomic(plan.work / DATASET_RECORD_NAME, record)
     if manifest is not None:
         logger.warning("%s: the corpus or the options changed since the last run; starting over", plan.output)
     if plan.work.is_dir():
@@ -750,7 +756,7 @@ def prepare_corpus(
         logger.info("%s is already prepared", output_path)
         return _finish(output_path, push_to_hub, private, token)
 
-    manifest = _start_manifest(plan, manifest)
+    manifest = _start_manifest(plan, manifest, record)
     work.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(work / MANIFEST_NAME, manifest)
 
