@@ -1,16 +1,24 @@
-"""Turn a corpus folder into a `datasets.DatasetDict` (one row per mixture), resumably.
+"""Turn a corpus folder into a `datasets.DatasetDict` (one row per mixture), resumably and safely.
 
-The work happens in three steps:
+The work happens in four steps:
 
-1. *discover* the items (`corpora.py`) and check what can be checked from file headers: every
-   referenced file exists, rates and lengths agree with each other and with the metadata;
+1. *plan and check* (`plan_preparation`, nothing written yet): discover the items (`corpora.py`),
+   refuse files the metadata lists outside the corpus root (absolute or ``../`` paths, symlinks; unless
+   ``allow_outside_root``), fingerprint the corpus and options, and refuse an output folder that is not
+   ours or that holds a finished dataset prepared with other settings (unless ``overwrite``); then check
+   what can be checked from file headers: every referenced file exists, rates and lengths agree with
+   each other and with the metadata;
 2. *build shards*: items are cut into fixed ranges of ``shard_size`` rows; each shard is decoded,
    checked (sources sum to the mixture where the corpus promises it), encoded losslessly (FLAC, or WAV
    for float data) and written as an Arrow file under ``OUTPUT/.demixers_prepare/<split>/`` through a
    temporary name and ``os.replace``. The manifest (``manifest.json``, also replaced atomically)
    records every finished shard, so an interrupted run resumes where it stopped;
-3. *assemble*: the shards become a `DatasetDict` saved with ``save_to_disk`` in ``OUTPUT`` (and
-   optionally pushed to the Hub).
+3. *assemble*: the shards become a `DatasetDict` saved with ``save_to_disk`` in a staging folder
+   beside the output (``.OUTPUT.demixers-staging``);
+4. *swap*: the dataset files already in ``OUTPUT`` (``dataset_dict.json`` and its splits, nothing
+   else) are moved aside and the new ones moved in, all or nothing; a failed rebuild leaves the old
+   dataset as it was. ``.demixers_prepare/dataset.json`` records what the finished dataset was
+   prepared from (optionally it is then pushed to the Hub).
 
 Invalid items are never dropped silently: by default they are reported by name in a ``ValueError``;
 with ``skip_invalid=True`` they are left out and listed in an `InvalidItemsWarning`.
@@ -825,8 +833,13 @@ def _warn_skipped(entries: list[tuple[str, str, str]], output: Path, work: Path 
 
 __all__ = [
     "InvalidItemsWarning",
+    "PreparationPlan",
     "build_features",
     "build_row",
     "content_problems",
+    "dataset_entries",
+    "describe_changes",
+    "files_outside_root",
+    "plan_preparation",
     "prepare_corpus",
 ]
