@@ -306,13 +306,26 @@ def _absolute(path: str | os.PathLike[str]) -> Path:
 
 def files_outside_root(layout: Layout, root: Path) -> list[tuple[str, str, str, Path]]:
     """``(split, id, column, path)`` of every file that resolves (symlinks included) outside ``root``."""
-    real_root = Path(os.path.realpath(root))
+    real_root = os.path.realpath(root)
+    real_folders: dict[str, str] = {}  # items share a few folders: resolve each once, not per file
+
+    def resolve(path: str | os.PathLike[str]) -> str:
+        folder, name = os.path.split(os.path.abspath(path))
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        real_folder = real_folders.get(folder)
+        if real_folder is None:
+            real_folder = real_folders[folder] = os.path.realpath(folder)
+        candidate = os.path.join(real_folder, name)
+        return os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+
+    prefix = real_root.rstrip(os.sep) + os.sep
     outside = []
     for split, items in layout.splits.items():
         for item in items:
             for column, path in item.files.items():
-                real = Path(os.path.realpath(path))
-                if real != real_root and real_root not in real.parents:
+                real = resolve(path)
+                if real != real_root and not real.startswith(prefix):
                     outside.append((split, item.id, column, Path(path)))
     return outside
 
