@@ -373,7 +373,10 @@ def test_changed_options_start_over(tmp_path: Path) -> None:
     root = factory.make_wham(tmp_path / "wham", items_per_split=1)
     first = prepare_corpus("wham", root, tmp_path / "out", progress=False)
     assert "noise" in first["train"].column_names
-    second = prepare_corpus("wham", root, tmp_path / "out", mix_type="mix_clean", progress=False)
+    # a finished dataset is only replaced on request (test_prepare_security covers the refusal)
+    second = prepare_corpus(
+        "wham", root, tmp_path / "out", mix_type="mix_clean", overwrite=True, progress=False
+    )
     assert "noise" not in second["train"].column_names
 
 

@@ -36,6 +36,9 @@ _READ_DTYPE = {
     "DOUBLE": "float64",
 }
 
+# frames read at a time (bounds what a lying header can make us allocate)
+READ_BLOCK_FRAMES = 1 << 16
+
 # full-scale of each integer sample type as soundfile returns it
 _INT_SCALE = {"int16": 2.0**15, "int32": 2.0**31}
 
@@ -79,13 +82,38 @@ def read_pcm(path: str | os.PathLike[str]) -> PCM:
 
     path = Path(path)
     try:
-        info = soundfile.info(str(path))
-        dtype = _READ_DTYPE.get(info.subtype, "float32")
-        data, rate = soundfile.read(str(path), dtype=dtype, always_2d=True)
+        with soundfile.SoundFile(str(path)) as handle:
+            subtype = handle.subtype
+            data = read_blocks(handle, _READ_DTYPE.get(subtype, "float32"))
+            rate = handle.samplerate
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise ValueError(f"not a readable audio file ({error})") from None
-    subtype = info.subtype if info.subtype in _READ_DTYPE else "FLOAT"
-    return PCM(np.ascontiguousarray(data), int(rate), subtype)
+    subtype = subtype if subtype in _READ_DTYPE else "FLOAT"
+    return PCM(data, int(rate), subtype)
+
+
+def read_blocks(handle, dtype: str, frames: int | None = None) -> np.ndarray:
+    """Read ``frames`` (default: all) from an open `soundfile.SoundFile` as ``(time, channels)``.
+
+    A header's frame count is a claim, not a size: ``soundfile.read`` allocates it up front, so a
+    few-kilobyte file claiming billions of frames would allocate gigabytes. Reading fixed-size blocks
+    until the data ends allocates only what is really there.
+    """
+    blocks: list[np.ndarray] = []
+    remaining = frames
+    while remaining is None or remaining > 0:
+        size = READ_BLOCK_FRAMES if remaining is None else min(READ_BLOCK_FRAMES, remaining)
+        block = handle.read(size, dtype=dtype, always_2d=True)
+        if not len(block):
+            break
+        blocks.append(block)
+        if remaining is not None:
+            remaining -= len(block)
+        if len(block) < size:
+            break
+    if not blocks:
+        return np.zeros((0, handle.channels), dtype=dtype)
+    return np.ascontiguousarray(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
 
 
 def pcm_from_int_sum(samples: np.ndarray, sampling_rate: int) -> PCM:
@@ -118,10 +146,14 @@ def decode_bytes(
     """Decode stored bytes (optionally frames ``[start, stop)``) into float32 ``(channels, time)``."""
     import soundfile
 
+    if start < 0 or (stop is not None and stop < start):
+        raise ValueError(f"{name}: invalid frame range [{start}, {stop})")
     try:
-        samples, rate = soundfile.read(
-            io.BytesIO(data), start=start, stop=stop, dtype="float32", always_2d=True
-        )
+        with soundfile.SoundFile(io.BytesIO(data)) as handle:
+            if start:
+                handle.seek(min(start, handle.frames))
+            samples = read_blocks(handle, "float32", None if stop is None else stop - start)
+            rate = handle.samplerate
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise ValueError(f"{name}: cannot decode the stored audio ({error})") from None
     return np.ascontiguousarray(samples.T), int(rate)
@@ -133,3 +165,15 @@ def bytes_info(data: bytes) -> tuple[int, int, int]:
 
     info = soundfile.info(io.BytesIO(data))
     return int(info.frames), int(info.channels), int(info.samplerate)
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    """Mono ``audio`` resampled from ``rate`` to ``target`` Hz as float64 (soxr, HQ); a copy-free no-op
+    when the rates agree."""
+    if rate == target:
+        return np.asarray(audio, dtype=np.float64)
+    import soxr
+
+    return np.asarray(
+        soxr.resample(np.asarray(audio, dtype=np.float64), rate, target, quality="HQ"), dtype=np.float64
+    )

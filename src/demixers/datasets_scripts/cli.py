@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from .corpora import CORPORA
@@ -43,6 +44,12 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace a dataset previously saved in --output"
     )
     parser.add_argument("--keep-shards", action="store_true", help="keep the intermediate shard files")
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="read files that the corpus metadata lists outside ROOT (absolute or ../ paths, symlinks); "
+        "refused by default, since they would end up in the dataset and on the Hub",
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -61,6 +68,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except OSError as error:
+        # missing files and the like are user errors that `demixers` reports itself (exit 2); what is
+        # left (full disk, permissions, I/O errors) failed the run: one line naming the place, exit 1
+        if isinstance(error, USER_OS_ERRORS):
+            raise
+        print(f"demixers prepare: error: {describe_os_error(error, args.output)}", file=sys.stderr)
+        return 1
+
+
+USER_OS_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
+def describe_os_error(error: OSError, output: str) -> str:
+    """One line for an `OSError`: the disk is full (where), or what failed on which file."""
+    where = error.filename or output
+    if error.errno == errno.ENOSPC:
+        return f"the disk is full (no space left writing {where})"
+    if error.errno == errno.EDQUOT:
+        return f"disk quota exceeded (writing {where})"
+    reason = error.strerror or str(error) or type(error).__name__
+    return f"{reason}: {where}"
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.corpus == SYNTHETIC_SPEECH:
         from . import synthetic_speech
 
@@ -79,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         sum_check=args.sum_check,
         overwrite=args.overwrite,
         keep_shards=args.keep_shards,
+        allow_outside_root=args.allow_outside_root,
         push_to_hub=args.push_to_hub,
         private=args.private or None,
         token=args.token,

@@ -397,6 +397,14 @@ class LibriMix(Corpus):
     def _items_from_csv(
         self, csv_path: Path, mode_dir: Path, folder: str, mix_type: str, sources: list[str], n_src: int
     ) -> list[Item]:
+        try:
+            return self._read_csv(csv_path, mode_dir, folder, mix_type, sources, n_src)
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise ValueError(f"librimix: {csv_path} is not a readable CSV file ({error})") from None
+
+    def _read_csv(
+        self, csv_path: Path, mode_dir: Path, folder: str, mix_type: str, sources: list[str], n_src: int
+    ) -> list[Item]:
         column_of = {"mixture": "mixture_path", "noise": "noise_path"}
         column_of.update({f"s{i}": f"source_{i}_path" for i in range(1, 4)})
         items = []
@@ -418,7 +426,15 @@ class LibriMix(Corpus):
                     files[column] = self._resolve(
                         row[column_of[column]], mode_dir, folder, subdir, mixture_id
                     )
+                if mixture_id is None or any(row[column_of[c]] is None for c in ["mixture", *sources]):
+                    raise ValueError(f"librimix: {csv_path} line {line} has too few fields")
                 length = row.get("length")
+                try:
+                    expected_length = int(float(length)) if length not in (None, "") else None
+                except ValueError:
+                    raise ValueError(
+                        f"librimix: {csv_path} line {line}: length {length!r} is not a number"
+                    ) from None
                 utterances, speakers = librispeech_ids(mixture_id, n_src)
                 if mix_type == "mix_single":
                     utterances, speakers = utterances[:1], speakers[:1]
@@ -427,7 +443,7 @@ class LibriMix(Corpus):
                         id=mixture_id,
                         files=files,
                         fields={"speaker_ids": speakers, "utterance_ids": utterances},
-                        expected_length=int(float(length)) if length not in (None, "") else None,
+                        expected_length=expected_length,
                         origin=f"{csv_path.name} line {line}",
                     )
                 )

@@ -352,8 +352,16 @@ def load_separation_dataset(
                 )
             options = spec.resolve_options(corpus_options)
             target = Path(prepared_dir) if prepared_dir else _prepared_cache_dir(path, spec.name, options)
+            # the automatic cache folder is ours: rebuilt when the corpus changed, as before; a folder
+            # the caller named is theirs, so a dataset with other settings there is an error instead
             prepared = prepare_corpus(
-                spec, path, target, skip_invalid=skip_invalid, progress=False, **options
+                spec,
+                path,
+                target,
+                skip_invalid=skip_invalid,
+                overwrite=not prepared_dir,
+                progress=False,
+                **options,
             )
             dataset = _select_split(prepared, split, str(path))
         if streaming:
