@@ -207,6 +207,12 @@ class Trainer:
         return accelerator
 
     def _resolve_resume(self) -> Path | None:
+        """The checkpoint to resume from (its ``trainer_state.json`` read into ``self._saved_state``).
+
+        With ``resume=True`` a checkpoint whose ``trainer_state.json`` cannot be read counts as
+        incomplete: the newest readable one is taken and a log line says so.
+        """
+        self._saved_state: dict[str, Any] = {}
         if not self.resume:
             existing = ckpt.find_checkpoints(self.output_dir)
             if existing:
@@ -217,15 +223,28 @@ class Trainer:
                 )
             return None
         if self.resume is True:
-            found = ckpt.latest_checkpoint(self.output_dir)
-            if found is None:
+            candidates = [path for _, path in reversed(ckpt.find_checkpoints(self.output_dir))]
+            if not candidates:
                 raise FileNotFoundError(f"--resume: no complete checkpoint in {self.output_dir}")
-            return found
+            first_error: ckpt.ResumeError | None = None
+            for path in candidates:
+                try:
+                    self._saved_state = ckpt.read_trainer_state(path)
+                except ckpt.ResumeError as error:
+                    first_error = first_error or error
+                    continue
+                if first_error is not None and self.is_main:
+                    logger.warning("--resume: %s; falling back to %s", first_error, path.name)
+                ckpt.check_safe_layout(path, self._saved_state)
+                return path
+            raise ckpt.ResumeError(f"--resume: no usable checkpoint in {self.output_dir} ({first_error})")
         path = Path(self.resume)
         if not (path / ckpt.TRAINER_STATE_NAME).is_file():
             raise FileNotFoundError(
                 f"--resume: {path} is not a complete checkpoint (no {ckpt.TRAINER_STATE_NAME})"
             )
+        self._saved_state = ckpt.read_trainer_state(path)
+        ckpt.check_safe_layout(path, self._saved_state)
         return path
 
     def setup(self) -> None:
@@ -259,7 +278,7 @@ class Trainer:
             metric = "si_snri" if self.speech else "sdr"
         self.metric_name = metric
         if self.resume_from is not None:
-            saved = ckpt.read_trainer_state(self.resume_from)
+            saved = self._saved_state
             ckpt.check_resume_compatible(saved, model.config.to_dict(), self.world_size, self.resume_from)
             if saved.get("batch_size") not in (None, self.training["batch_size"]) or saved.get(
                 "gradient_accumulation_steps"
@@ -295,7 +314,7 @@ class Trainer:
                 "raise data.samples_per_epoch or lower the batch size"
             )
         if self.resume_from is not None:
-            saved_steps = ckpt.read_trainer_state(self.resume_from).get("steps_per_epoch")
+            saved_steps = self._saved_state.get("steps_per_epoch")
             if saved_steps not in (None, self.steps_per_epoch):
                 warnings.warn(
                     f"the checkpoint was made with {saved_steps} steps per epoch and this recipe gives "
@@ -341,13 +360,8 @@ class Trainer:
             if self.sharded_weights:
                 raise ValueError("training.ema_decay is not supported with FSDP/DeepSpeed (sharded weights)")
             self.ema = EMA(self.unwrapped, self.training["ema_decay"]).to(accelerator.device)
-        accelerator.register_for_checkpointing(self.schedule)
-        accelerator.register_for_checkpointing(self.state)
-        if self.ema is not None:
-            accelerator.register_for_checkpointing(self.ema)
-
         if self.resume_from is not None:
-            accelerator.load_state(str(self.resume_from))
+            self._load_training_state(self.resume_from)
             self.history = self._read_eval_log()
             accelerator.print(
                 f"resumed from {self.resume_from} at step {self.state.global_step} (epoch {self.state.epoch})"
@@ -668,9 +682,105 @@ class Trainer:
                 self.unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
                 self.feature_extractor.save_pretrained(folder)
 
+    def _save_training_state(self, folder: Path) -> None:
+        """Weights, EMA, optimizer, scaler and this process' RNG states in code-free formats.
+
+        The counters, the schedule and the EMA counters go into ``trainer_state.json``, written last
+        by `save_checkpoint`.
+        """
+        accelerator = self.accelerator
+        if self.sharded_weights:
+            # every process holds a shard of the optimizer; the weights are gathered for the main one
+            state_dict = accelerator.get_state_dict(self.model)
+            if self.is_main:
+                ckpt.save_tensors(folder / ckpt.MODEL_WEIGHTS_NAME, state_dict)
+            ckpt.save_torch_state(folder / f"optimizer_{self.rank}.bin", self.optimizer.state_dict())
+        elif self.is_main:
+            from safetensors.torch import save_model
+
+            save_model(self.unwrapped, str(folder / ckpt.MODEL_WEIGHTS_NAME))  # handles tied weights
+            ckpt.save_torch_state(folder / ckpt.OPTIMIZER_NAME, self.optimizer.state_dict())
+        if self.is_main:
+            if self.ema is not None:
+                ckpt.save_tensors(folder / ckpt.EMA_WEIGHTS_NAME, self.ema.shadow)
+            if accelerator.scaler is not None:
+                ckpt.save_torch_state(folder / ckpt.SCALER_NAME, accelerator.scaler.state_dict())
+        ckpt.save_rng_state(folder, self.rank)
+
+    def _load_training_state(self, folder: Path) -> None:
+        """Inverse of `_save_training_state` (+ the counters of ``trainer_state.json``).
+
+        Nothing is unpickled beyond tensors and plain containers; a file that is missing, truncated
+        or holds anything else is a one-line `ResumeError` naming it.
+        """
+        saved = self._saved_state
+        if self.sharded_weights:
+            raise ckpt.ResumeError(
+                f"{folder}: resuming FSDP/DeepSpeed (sharded) runs is not supported; fine-tune from "
+                f"its exported weights with --model.pretrained={folder / ckpt.MODEL_SUBDIR}"
+            )
+        weights_path = folder / ckpt.MODEL_WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise ckpt.ResumeError(f"{weights_path}: missing from the checkpoint")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        try:
+            load_model(self.unwrapped, str(weights_path), strict=True)  # tied weights are stored once
+        except SafetensorError as error:
+            raise ckpt.ResumeError(
+                f"{weights_path}: not a readable safetensors file ({ckpt.one_line_error(error)})"
+            ) from None
+        except RuntimeError as error:
+            raise ckpt.ResumeError(
+                f"{weights_path}: does not fit the model ({ckpt.one_line_error(error)})"
+            ) from None
+        optimizer_path = folder / ckpt.OPTIMIZER_NAME
+        optimizer_state = ckpt.load_torch_state(optimizer_path)
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            raise ckpt.ResumeError(
+                f"{optimizer_path}: not an optimizer state of this model ({ckpt.one_line_error(error)})"
+            ) from None
+        scaler = self.accelerator.scaler
+        if scaler is not None:
+            scaler_path = folder / ckpt.SCALER_NAME
+            scaler_state = ckpt.load_torch_state(scaler_path)
+            try:
+                scaler.load_state_dict(scaler_state)
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+                raise ckpt.ResumeError(
+                    f"{scaler_path}: not a grad scaler state ({ckpt.one_line_error(error)})"
+                ) from None
+        if self.ema is not None:
+            ema_path = folder / ckpt.EMA_WEIGHTS_NAME
+            shadow = ckpt.load_tensors(ema_path)
+            counters = saved.get("ema") or {}
+            try:
+                self.ema.load_state_dict({"num_updates": counters["num_updates"], "shadow": shadow})
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                raise ckpt.ResumeError(
+                    f"{ema_path}: not an EMA state of this model ({ckpt.one_line_error(error)})"
+                ) from None
+        state_path = folder / ckpt.TRAINER_STATE_NAME
+        try:
+            self.schedule.load_state_dict(saved["schedule"])
+            self.state.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ckpt.ResumeError(
+                f"{state_path}: malformed trainer state ({ckpt.one_line_error(error)})"
+            ) from None
+        ckpt.load_rng_state(folder, self.rank)
+
     def _trainer_state_json(self) -> dict[str, Any]:
         return {
             **self.state.state_dict(),
+            "checkpoint_format": ckpt.CHECKPOINT_FORMAT,
+            "schedule": self.schedule.state_dict(),
+            "ema": None
+            if self.ema is None
+            else {"decay": self.ema.decay, "num_updates": self.ema.num_updates},
             "world_size": self.world_size,
             "batch_size": self.training["batch_size"],
             "gradient_accumulation_steps": self.training["gradient_accumulation_steps"],
@@ -690,7 +800,7 @@ class Trainer:
         if self.is_main:
             ckpt.prepare_temporary(final)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
+        self._save_training_state(tmp)
         self._save_model_folder(tmp / ckpt.MODEL_SUBDIR, use_ema=True)
         accelerator.wait_for_everyone()
         if self.is_main:

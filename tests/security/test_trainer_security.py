@@ -1,0 +1,101 @@
+"""Attacks on the trainer: a checkpoint or a recipe from someone else must never run code, and
+expected user errors are one line (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from demixers.trainers import checkpointing as ckpt
+from demixers.trainers.trainer import Trainer
+from tests.trainers import conftest as trainer_fixtures
+from tests.trainers.conftest import recipe
+
+# the trainer tests' fixtures: the generated speech corpus and a fresh Accelerate state per test
+speech_corpus = trainer_fixtures.speech_corpus
+_fresh_accelerate_state = trainer_fixtures._fresh_accelerate_state
+
+
+class _RunsCode:
+    """A pickle that runs a shell command when it is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(folder: Path, marker: Path) -> list[str]:
+    """Replace every state file of ``folder`` (not the exported ``model/``) by the pickle."""
+    planted = []
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            path.write_bytes(pickle.dumps(_RunsCode(marker)))
+            planted.append(path.name)
+    return planted
+
+
+def _reset_accelerate() -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def _short_run(corpus: Path, tmp_path: Path, steps: int = 2) -> dict:
+    return recipe(
+        corpus,
+        tmp_path,
+        data={"samples_per_epoch": 8, "max_eval_samples": 1},
+        training={"max_steps": steps, "save_steps": 2, "eval_steps": 100, "total_limit": 1},
+    )
+
+
+def test_resume_never_runs_code_planted_in_any_state_file(speech_corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    Trainer(_short_run(speech_corpus, tmp_path), out).train()
+    latest = ckpt.latest_checkpoint(out)
+    clean = tmp_path / "clean"
+    shutil.copytree(latest, clean)
+    names = sorted(path.name for path in clean.iterdir() if path.is_file())
+    assert len(names) >= 4, names
+    outcomes = {}
+    for name in names:
+        # one planted file at a time, the others intact, so that every file is reached by the loader
+        shutil.rmtree(latest)
+        shutil.copytree(clean, latest)
+        marker = tmp_path / f"MARKER-{name}"
+        (latest / name).write_bytes(pickle.dumps(_RunsCode(marker)))
+        try:
+            Trainer(_short_run(speech_corpus, tmp_path, steps=4), out, resume=True).setup()
+            outcome = "resumed"
+        except Exception as error:  # every outcome is recorded, then judged
+            outcome = f"{type(error).__name__}: {error}"
+        finally:
+            _reset_accelerate()
+        outcomes[name] = (marker.exists(), outcome)
+    ran_code = [name for name, (created, _) in outcomes.items() if created]
+    assert not ran_code, f"loading these planted files ran code: {ran_code}"
+    for name, (_, outcome) in outcomes.items():
+        assert outcome.startswith("ResumeError: "), (name, outcome)
+        assert "\n" not in outcome and name in outcome, (name, outcome)
+
+
+def test_resume_refuses_a_checkpoint_whose_every_file_is_a_pickle(
+    speech_corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    Trainer(_short_run(speech_corpus, tmp_path), out).train()
+    latest = ckpt.latest_checkpoint(out)
+    marker = tmp_path / "MARKER"
+    _plant(latest, marker)  # trainer_state.json too: no usable checkpoint is left
+    with pytest.raises(ckpt.ResumeError) as caught:
+        Trainer(_short_run(speech_corpus, tmp_path, steps=4), out, resume=True).train()
+    message = str(caught.value)
+    assert "\n" not in message and ckpt.TRAINER_STATE_NAME in message, message
+    assert not marker.exists()
