@@ -99,3 +99,40 @@ def test_resume_refuses_a_checkpoint_whose_every_file_is_a_pickle(
     message = str(caught.value)
     assert "\n" not in message and ckpt.TRAINER_STATE_NAME in message, message
     assert not marker.exists()
+
+
+def test_corrupt_trainer_state_falls_back_to_the_newest_complete_checkpoint(
+    speech_corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    config = _short_run(speech_corpus, tmp_path, steps=4)
+    config["training"]["total_limit"] = 2
+    Trainer(config, out).train()
+    assert [step for step, _ in ckpt.find_checkpoints(out)] == [2, 4]
+    state_file = out / ckpt.checkpoint_name(4) / ckpt.TRAINER_STATE_NAME
+    text = state_file.read_text()
+    state_file.write_text(text[: len(text) // 2])  # a disk that filled up mid-write
+    config["training"]["max_steps"] = 6
+    resumed = Trainer(config, out, resume=True)
+    with caplog.at_level("WARNING", logger="demixers.trainers.trainer"):
+        resumed.setup()
+    assert resumed.resume_from == out / ckpt.checkpoint_name(2)
+    assert resumed.state.global_step == 2
+    lines = [record.getMessage() for record in caplog.records if "falling back" in record.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert str(state_file) in lines[0] and lines[0].endswith(ckpt.checkpoint_name(2)), lines[0]
+
+
+def test_truncated_optimizer_state_is_a_one_line_error_naming_the_file(
+    speech_corpus: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    Trainer(_short_run(speech_corpus, tmp_path), out).train()
+    optimizer_file = ckpt.latest_checkpoint(out) / "optimizer.bin"
+    data = optimizer_file.read_bytes()
+    optimizer_file.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ckpt.ResumeError) as caught:
+        Trainer(_short_run(speech_corpus, tmp_path, steps=4), out, resume=True).setup()
+    message = str(caught.value)
+    assert "\n" not in message and str(optimizer_file) in message, message
+    assert "truncated or corrupt" in message
