@@ -10,7 +10,8 @@ run killed at any moment resumes to bitwise-identical weights (on CPU) with ``--
 * the data position is ``(epoch, batches consumed)``, derived from the step counter (see
   `demixers.trainers.data`);
 * a checkpoint holds the weights, the optimizer, the grad scaler, the schedule, the EMA, the trainer
-  counters and the RNG states (``accelerator.save_state``), written to a temporary folder and renamed.
+  counters and every process' RNG states in formats that cannot run code when loaded (see
+  `demixers.trainers.checkpointing`), written to a temporary folder and renamed.
 
 Numbers are reported in ``OUTPUT_DIR/train_log.jsonl`` (one line per logging interval),
 ``OUTPUT_DIR/eval_log.jsonl`` (one line per validation) and the Accelerate trackers (TensorBoard in
@@ -21,22 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import math
 import os
 import random
-import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..utils.model_contract import is_permutation_invariant
 from . import checkpointing as ckpt
 from .config import dump_config, flat_config, save_config
 from .data import ShardedBatchSampler, build_eval_dataset, build_train_dataset
@@ -50,7 +50,6 @@ TRAIN_LOG = "train_log.jsonl"
 EVAL_LOG = "eval_log.jsonl"
 STEP_STREAM = 0x57E9
 HIGHER_IS_BETTER = {"si_snri": True, "si_snr": True, "sdr": True, "usdr": True, "csdr": True, "loss": False}
-_SPEAKER_NAME = re.compile(r"^(speaker|spk|s|source)[_-]?\d+$", re.IGNORECASE)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -96,13 +95,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def is_speech(source_names: Sequence[str], model_type: str | None = None) -> bool:
-    """Speech separation (permutation-invariant speakers) or music/fixed stems."""
-    if model_type and "mossformer" in model_type:
-        return True
-    return bool(source_names) and all(_SPEAKER_NAME.match(name) for name in source_names)
-
-
 def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Module, Any]:
     """The model (pretrained or from a config) and its feature extractor."""
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
@@ -139,13 +131,6 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
             sampling_rate=int(model.config.sampling_rate),
         )
     return model, feature_extractor
-
-
-def _accepts(module: torch.nn.Module, argument: str) -> bool:
-    try:
-        return argument in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _now() -> float:
@@ -268,7 +253,7 @@ class Trainer:
         model, self.feature_extractor = build_model(self.config["model"], seed)
         self.model_config = model.config
         self.source_names = list(getattr(model.config, "source_names", []))
-        self.speech = is_speech(self.source_names, getattr(model.config, "model_type", None))
+        self.speech = is_permutation_invariant(model.config)
         loss_name = self.training["loss"]
         if loss_name == "auto":
             loss_name = "pit_si_snr" if self.speech else "l1"
@@ -354,7 +339,6 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.schedule.optimizer = self.optimizer
         self.unwrapped = accelerator.unwrap_model(self.model)
-        self.forward_takes_mask = _accepts(self.unwrapped, "padding_mask")
         self.ema = None
         if self.training["ema_decay"] is not None:
             if self.sharded_weights:
@@ -438,16 +422,17 @@ class Trainer:
         mask = batch.get("padding_mask")
         if mask is not None and bool(mask.all()):
             mask = None
-        kwargs: dict[str, Any] = {"input_values": batch["input_values"]}
-        if mask is not None and self.forward_takes_mask:
-            kwargs["padding_mask"] = mask
         if self.loss_name == "model" and self.loss_fn is None:
-            kwargs["labels"] = batch["labels"]
-            output = model(**kwargs)
+            output = model(
+                input_values=batch["input_values"],
+                labels=batch["labels"],
+                padding_mask=mask,
+                return_dict=True,
+            )
             if output.loss is None:
                 raise ValueError("training.loss=model but the model returned no loss")
             return output.loss, None
-        output = model(**kwargs)
+        output = model(input_values=batch["input_values"], padding_mask=mask, return_dict=True)
         if self.loss_fn is not None:
             result = self.loss_fn(output.audio_values, batch["labels"], mask)
         else:
@@ -584,12 +569,13 @@ class Trainer:
                 positions = indices[start : start + batch_size]
                 items = [self.eval_dataset[i if i >= 0 else count - 1] for i in positions]
                 batch = self._batch_to_device(collate_separation(items))
-                kwargs = {"input_values": batch["input_values"]}
                 mask = batch["padding_mask"]
-                if self.forward_takes_mask and not bool(mask.all()):
-                    kwargs["padding_mask"] = mask
                 with self.accelerator.autocast():
-                    output = model(**kwargs)
+                    output = model(
+                        input_values=batch["input_values"],
+                        padding_mask=None if bool(mask.all()) else mask,
+                        return_dict=True,
+                    )
                 estimates = output.audio_values.float()
                 for b, position in enumerate(positions):
                     if position < 0:
@@ -895,7 +881,21 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
     def train(self) -> dict[str, Any]:
-        """Run to ``total_steps`` (or early stopping); return the final summary."""
+        """Run to ``total_steps`` (or early stopping); return the final summary.
+
+        ``training.deterministic`` switches torch's global deterministic-algorithms mode on for the
+        run; the caller's setting is restored when this returns or raises.
+        """
+        previous = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        try:
+            return self._train()
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    def _train(self) -> dict[str, Any]:
         self.setup()
         accelerator = self.accelerator
         if self.resume_from is not None:
@@ -1115,7 +1115,6 @@ __all__ = [
     "Trainer",
     "TrainerState",
     "build_model",
-    "is_speech",
     "seed_everything",
     "step_seed",
     "train",
