@@ -136,3 +136,120 @@ def test_truncated_optimizer_state_is_a_one_line_error_naming_the_file(
     message = str(caught.value)
     assert "\n" not in message and str(optimizer_file) in message, message
     assert "truncated or corrupt" in message
+
+
+# -- the command line: expected failures are one line and exit code 2 -----------------------------
+
+
+def _train_cli(capsys: pytest.CaptureFixture, *words: str) -> tuple[int, list[str]]:
+    from demixers.cli import main as demixers_main
+
+    code = demixers_main(["train", *words])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return code, [line for line in lines if "Writing model shards" not in line]
+
+
+def test_recipe_with_a_python_object_tag_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.yaml"
+    path.write_text(
+        f"model:\n  type: mossformer\ntraining: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
+    code, lines = _train_cli(capsys, "--config", str(path), "--output-dir", str(tmp_path / "out"))
+    assert code == 2 and len(lines) == 1, lines
+    assert f"{path}:3:" in lines[0] and "python/object" in lines[0], lines[0]
+    assert not marker.exists()
+
+
+def test_recipe_with_a_yaml_syntax_error_names_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  type: mossformer\ntraining:\n\tseed: 3\n")
+    code, lines = _train_cli(capsys, "--config", str(path), "--output-dir", str(tmp_path / "out"))
+    assert code == 2 and len(lines) == 1, lines
+    assert f"{path}:4:" in lines[0], lines[0]
+
+
+def test_absurd_batch_size_is_refused_before_anything_is_built(
+    speech_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.trainers.conftest import write_recipe
+
+    path = write_recipe(_short_run(speech_corpus, tmp_path), tmp_path / "recipe.yaml")
+    out = tmp_path / "out"
+    code, lines = _train_cli(
+        capsys, "--config", str(path), "--output-dir", str(out), "--training.batch_size=1000000000"
+    )
+    assert code == 2 and len(lines) == 1, lines
+    assert "training.batch_size 1000000000" in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_batch_larger_than_memory_is_refused_before_allocating(
+    speech_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from demixers.trainers.trainer import _available_memory_bytes
+    from tests.trainers.conftest import write_recipe
+
+    if _available_memory_bytes() is None:  # without the check the allocation would really be tried
+        pytest.skip("this platform does not report its free memory")
+    # 4000 segments of 10^5 s at 8 kHz: about 36 TiB of audio, far beyond this machine's memory
+    path = write_recipe(_short_run(speech_corpus, tmp_path), tmp_path / "recipe.yaml")
+    code, lines = _train_cli(
+        capsys,
+        "--config",
+        str(path),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--training.batch_size=4000",
+        "--data.segment_seconds=100000",
+        "--data.samples_per_epoch=4000",
+    )
+    assert code == 2 and len(lines) == 1, lines
+    assert "training.batch_size 4000 needs" in lines[0] and "GiB" in lines[0], lines[0]
+
+
+def test_allocation_failure_during_setup_is_one_line(
+    speech_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from demixers.trainers import trainer as trainer_module
+    from tests.trainers.conftest import write_recipe
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 400000000000 bytes.\nError code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(trainer_module, "build_model", exhausted)
+    path = write_recipe(_short_run(speech_corpus, tmp_path), tmp_path / "recipe.yaml")
+    code, lines = _train_cli(capsys, "--config", str(path), "--output-dir", str(tmp_path / "out"))
+    assert code == 2 and len(lines) == 1, lines
+    assert "out of memory while setting up training" in lines[0], lines[0]
+
+    monkeypatch.setattr(trainer_module, "build_model", lambda *a, **k: (_ for _ in ()).throw(MemoryError()))
+    code, lines = _train_cli(capsys, "--config", str(path), "--output-dir", str(tmp_path / "out2"))
+    assert code == 2 and len(lines) == 1 and "out of memory" in lines[0], lines
+
+
+def test_pretrained_model_that_does_not_load_is_one_line(
+    speech_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from tests.trainers.conftest import write_recipe
+
+    out = tmp_path / "run"
+    Trainer(_short_run(speech_corpus, tmp_path), out).train()
+    pretrained = out / "last"
+    weights = pretrained / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()  # a hard link shared with the checkpoint: write a new file
+    weights.write_bytes(data[: len(data) // 2])
+    config = _short_run(speech_corpus, tmp_path)
+    config["model"] = {**config["model"], "type": None, "config": {}, "pretrained": str(pretrained)}
+    path = write_recipe(config, tmp_path / "recipe.yaml")
+    code, lines = _train_cli(capsys, "--config", str(path), "--output-dir", str(tmp_path / "finetune"))
+    assert code == 2 and len(lines) == 1, lines
+    assert "model.pretrained" in lines[0] and str(pretrained) in lines[0], lines[0]

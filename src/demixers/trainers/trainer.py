@@ -52,6 +52,54 @@ STEP_STREAM = 0x57E9
 HIGHER_IS_BETTER = {"si_snri": True, "si_snr": True, "sdr": True, "usdr": True, "csdr": True, "loss": False}
 
 
+class PretrainedLoadError(ValueError):
+    """``model.pretrained`` does not load (missing, truncated, or weights that do not fit)."""
+
+
+class SetupMemoryError(ValueError):
+    """Setting up the run needs more memory than there is (batch size, model size)."""
+
+
+_ALLOCATION_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def _flatten(error: BaseException, limit: int = 500) -> str:
+    """The whole message on one line (the keys of a strict-loading error are on its later lines)."""
+    text = " ".join(str(error).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _is_allocation_error(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or any(part in text for part in _ALLOCATION_MESSAGES)
+
+
+def _available_memory_bytes() -> int | None:
+    """Free physical memory of this machine (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_batch_fits_in_memory(
+    batch_size: int, segment_seconds: float | None, sampling_rate: int, channels: int, num_sources: int
+) -> None:
+    """Refuse a batch whose mixture and references alone exceed the free memory, before allocating."""
+    available = _available_memory_bytes()
+    if segment_seconds is None or available is None:
+        return  # whole utterances: their length is only known when read
+    samples = math.ceil(float(segment_seconds) * sampling_rate)
+    needed = batch_size * samples * channels * (1 + num_sources) * 4  # float32 mixture + references
+    if needed > available:
+        raise SetupMemoryError(
+            f"training.batch_size {batch_size} needs {needed / 2**30:.1f} GiB for the audio of one batch "
+            f"of {segment_seconds} s segments alone, more than the {available / 2**30:.1f} GiB of free "
+            "memory; lower training.batch_size (or data.segment_seconds)"
+        )
+
+
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps had a NaN/Inf loss or gradient; training stopped."""
 
@@ -97,6 +145,7 @@ def seed_everything(seed: int) -> None:
 
 def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Module, Any]:
     """The model (pretrained or from a config) and its feature extractor."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     import demixers  # registers the model families with the Auto classes
@@ -109,7 +158,13 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
     if model_section.get("pretrained"):
         source = model_section["pretrained"]
         revision = model_section.get("revision")
-        model = AutoModel.from_pretrained(source, revision=revision, **overrides)
+        try:
+            model = AutoModel.from_pretrained(source, revision=revision, **overrides)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+            # strict loading (missing/unexpected/mismatched keys), a truncated file, a missing repo
+            raise PretrainedLoadError(
+                f"model.pretrained {source!r} cannot be loaded: {_flatten(error)}"
+            ) from None
         try:
             feature_extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision)
         except (OSError, ValueError):
@@ -233,6 +288,27 @@ class Trainer:
         return path
 
     def setup(self) -> None:
+        """Accelerator, model, data, optimizer and (with ``resume``) the checkpoint's state.
+
+        Running out of memory here (an absurd batch size or model config) is a one-line
+        `SetupMemoryError`, not an allocator traceback.
+        """
+        try:
+            self._setup()
+        except MemoryError as error:
+            raise SetupMemoryError(
+                f"out of memory while setting up training ({error or 'MemoryError'}); "
+                "lower training.batch_size or the model size"
+            ) from None
+        except RuntimeError as error:
+            if not _is_allocation_error(error):
+                raise
+            raise SetupMemoryError(
+                f"out of memory while setting up training ({ckpt.one_line_error(error)}); "
+                "lower training.batch_size or the model size"
+            ) from None
+
+    def _setup(self) -> None:
         self.accelerator = accelerator = self._make_accelerator()
         self.world_size = accelerator.num_processes
         self.rank = accelerator.process_index
@@ -276,6 +352,13 @@ class Trainer:
 
         self.sampling_rate = sampling_rate = int(model.config.sampling_rate)
         fixed_order = self.loss_name not in ("pit_si_snr",)
+        _check_batch_fits_in_memory(
+            self.training["batch_size"],
+            self.data_config.get("segment_seconds"),
+            sampling_rate,
+            int(getattr(model.config, "audio_channels", 1)),
+            len(self.source_names),
+        )
         self._maybe_generate_synthetic()
         # the main process prepares a raw corpus (or downloads) first; the others reuse its cache
         with accelerator.main_process_first():
@@ -1112,6 +1195,8 @@ def train(
 
 __all__ = [
     "NonFiniteLossError",
+    "PretrainedLoadError",
+    "SetupMemoryError",
     "Trainer",
     "TrainerState",
     "build_model",
