@@ -128,6 +128,29 @@ class TrainerState:
                 setattr(self, field.name, state[field.name])
 
 
+@dataclasses.dataclass
+class _StepEvents:
+    """What falls due after one optimizer step."""
+
+    epoch_end: bool
+    final_step: bool
+    due_eval: bool
+    scheduled_save: bool
+    log: bool
+
+
+@dataclasses.dataclass
+class _LoopState:
+    """What the training loop carries from one step to the next (besides `TrainerState`)."""
+
+    epoch_start: float
+    last_saved_step: int
+    window: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # records not logged yet
+    epoch_losses: list[float] = dataclasses.field(default_factory=list)
+    stop: bool = False
+    pending_save: bool = False
+
+
 def step_seed(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> int:
     """The seed of one micro-batch of one process (a pure function of its arguments)."""
     return int(
@@ -309,6 +332,22 @@ class Trainer:
             ) from None
 
     def _setup(self) -> None:
+        self._setup_run()
+        model = self._setup_model()
+        self._setup_data()
+        optimizer = self._setup_optimization(model)
+        self._setup_distributed(model, optimizer)
+        if self.resume_from is not None:
+            self._load_training_state(self.resume_from)
+            self.history = self._read_eval_log()
+            self.accelerator.print(
+                f"resumed from {self.resume_from} at step {self.state.global_step} (epoch {self.state.epoch})"
+            )
+        if self.accelerator.log_with:
+            self.accelerator.init_trackers("train", config=flat_config(self.config))
+
+    def _setup_run(self) -> None:
+        """Accelerator, output folder (stale temporaries removed), the checkpoint to resume, the recipe."""
         self.accelerator = accelerator = self._make_accelerator()
         self.world_size = accelerator.num_processes
         self.rank = accelerator.process_index
@@ -325,11 +364,14 @@ class Trainer:
         if self.training["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
-        seed = self.training["seed"]
-        model, self.feature_extractor = build_model(self.config["model"], seed)
+    def _setup_model(self) -> torch.nn.Module:
+        """The model, and what its config decides: sources, loss, metric (checked against a resume)."""
+        model, self.feature_extractor = build_model(self.config["model"], self.training["seed"])
         self.model_config = model.config
         self.source_names = list(getattr(model.config, "source_names", []))
         self.speech = is_permutation_invariant(model.config)
+        self.sampling_rate = int(model.config.sampling_rate)
+        self.audio_channels = int(getattr(model.config, "audio_channels", 1))
         loss_name = self.training["loss"]
         if loss_name == "auto":
             loss_name = "pit_si_snr" if self.speech else "l1"
@@ -347,26 +389,29 @@ class Trainer:
                 warnings.warn(
                     f"resuming {self.resume_from} with another batch size / accumulation: the data order "
                     "differs from the original run from here on",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
+        return model
 
-        self.sampling_rate = sampling_rate = int(model.config.sampling_rate)
-        fixed_order = self.loss_name not in ("pit_si_snr",)
+    def _setup_data(self) -> None:
+        """Training and evaluation datasets, steps per epoch and the total number of steps."""
         _check_batch_fits_in_memory(
             self.training["batch_size"],
             self.data_config.get("segment_seconds"),
-            sampling_rate,
-            int(getattr(model.config, "audio_channels", 1)),
+            self.sampling_rate,
+            self.audio_channels,
             len(self.source_names),
         )
+        seed = self.training["seed"]
+        fixed_order = self.loss_name not in ("pit_si_snr",)
         self._maybe_generate_synthetic()
         # the main process prepares a raw corpus (or downloads) first; the others reuse its cache
-        with accelerator.main_process_first():
+        with self.accelerator.main_process_first():
             self.train_dataset = build_train_dataset(
-                self.data_config, seed, sampling_rate, self.source_names, fixed_order
+                self.data_config, seed, self.sampling_rate, self.source_names, fixed_order
             )
             self.eval_dataset = build_eval_dataset(
-                self.data_config, sampling_rate, self.source_names, fixed_order
+                self.data_config, self.sampling_rate, self.source_names, fixed_order
             )
         batch_size = self.training["batch_size"]
         self.accumulation = self.training["gradient_accumulation_steps"]
@@ -388,13 +433,15 @@ class Trainer:
                     f"the checkpoint was made with {saved_steps} steps per epoch and this recipe gives "
                     f"{self.steps_per_epoch}: epochs and data order differ from the original run "
                     "from here on",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         if self.training["max_steps"] is not None:
             self.total_steps = int(self.training["max_steps"])
         else:
             self.total_steps = int(self.training["epochs"]) * self.steps_per_epoch
 
+    def _setup_optimization(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """The optimizer and the learning-rate schedule (which needs the total number of steps)."""
         optimizer = build_optimizer(model, self.training)
         self.schedule = LRSchedule(
             optimizer,
@@ -408,8 +455,13 @@ class Trainer:
             plateau_min_lr=self.training["plateau_min_lr"],
             plateau_mode="max" if HIGHER_IS_BETTER[self.metric_name] else "min",
         )
+        return optimizer
+
+    def _setup_distributed(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """``accelerator.prepare`` (DDP/FSDP/DeepSpeed) and the EMA of the prepared weights."""
         from accelerate.utils import DistributedType
 
+        accelerator = self.accelerator
         self.sharded_weights = accelerator.distributed_type in (
             DistributedType.FSDP,
             DistributedType.DEEPSPEED,
@@ -418,7 +470,7 @@ class Trainer:
             # the trainer feeds its own batches: tell DeepSpeed their size (it cannot see a dataloader)
             ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
             if ds_config.get("train_micro_batch_size_per_gpu") in (None, "auto"):
-                ds_config["train_micro_batch_size_per_gpu"] = batch_size
+                ds_config["train_micro_batch_size_per_gpu"] = self.training["batch_size"]
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.schedule.optimizer = self.optimizer
         self.unwrapped = accelerator.unwrap_model(self.model)
@@ -427,14 +479,6 @@ class Trainer:
             if self.sharded_weights:
                 raise ValueError("training.ema_decay is not supported with FSDP/DeepSpeed (sharded weights)")
             self.ema = EMA(self.unwrapped, self.training["ema_decay"]).to(accelerator.device)
-        if self.resume_from is not None:
-            self._load_training_state(self.resume_from)
-            self.history = self._read_eval_log()
-            accelerator.print(
-                f"resumed from {self.resume_from} at step {self.state.global_step} (epoch {self.state.epoch})"
-            )
-        if accelerator.log_with:
-            accelerator.init_trackers("train", config=flat_config(self.config))
 
     def _maybe_generate_synthetic(self) -> None:
         """``data.synthetic: true``: write the synthetic LibriMix-layout corpus if it is missing."""
@@ -980,95 +1024,132 @@ class Trainer:
 
     def _train(self) -> dict[str, Any]:
         self.setup()
-        accelerator = self.accelerator
+        self._prepare_logs()
+        loop = _LoopState(
+            epoch_start=_now(),
+            last_saved_step=self.state.global_step if self.resume_from is not None else -1,
+        )
+        progress = self._progress_bar()
+        try:
+            while self.state.global_step < self.total_steps and not loop.stop:
+                self._run_epoch(loop, progress)
+        finally:
+            progress.close()
+        if loop.last_saved_step != self.state.global_step and self.state.consecutive_nonfinite == 0:
+            self.save_checkpoint()
+        return self._finish()
+
+    def _prepare_logs(self) -> None:
+        """A resumed run drops the log lines it will redo; a fresh run starts empty logs."""
         if self.resume_from is not None:
             self._truncate_logs()
         else:
             for name in (TRAIN_LOG, EVAL_LOG):
                 if self.is_main and (self.output_dir / name).exists():
                     (self.output_dir / name).unlink()
-        accelerator.wait_for_everyone()
+        self.accelerator.wait_for_everyone()
+
+    def _progress_bar(self) -> Any:
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        return tqdm(
             total=self.total_steps,
             initial=self.state.global_step,
             disable=not (self.is_main and self.training["progress_bar"]),
             desc="train",
             dynamic_ncols=True,
         )
+
+    def _run_epoch(self, loop: _LoopState, progress: Any) -> None:
+        """The rest of the current epoch (all of it, unless resuming mid-epoch or stopping early)."""
+        epoch = self.state.global_step // self.steps_per_epoch
+        step_in_epoch = self.state.global_step % self.steps_per_epoch
+        self.state.epoch = epoch
+        iterator = iter(self._loader(epoch, step_in_epoch * self.accumulation))
+        while step_in_epoch < self.steps_per_epoch and self.state.global_step < self.total_steps:
+            record = self._train_step(iterator)
+            step_in_epoch += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", refresh=False)
+            if not record["skipped"]:
+                loop.epoch_losses.append(record["loss"])
+            loop.window.append(record)
+            events = self._step_events(self.state.global_step, step_in_epoch == self.steps_per_epoch)
+            self._after_step(events, epoch, loop)
+            if loop.stop:
+                break
+
+    def _step_events(self, step: int, epoch_end: bool) -> _StepEvents:
+        """What is due after optimizer step ``step``: logging, validation, a checkpoint."""
         eval_steps = self.training["eval_steps"]
         save_steps = self.training["save_steps"]
         logging_steps = max(int(self.training["logging_steps"]), 1)
-        window: list[dict[str, Any]] = []
-        epoch_losses: list[float] = []
-        epoch_start = _now()
-        stop = False
-        last_saved_step = self.state.global_step if self.resume_from is not None else -1
-        pending_save = False
-        try:
-            while self.state.global_step < self.total_steps and not stop:
-                epoch = self.state.global_step // self.steps_per_epoch
-                step_in_epoch = self.state.global_step % self.steps_per_epoch
-                self.state.epoch = epoch
-                loader = self._loader(epoch, step_in_epoch * self.accumulation)
-                iterator = iter(loader)
-                while step_in_epoch < self.steps_per_epoch and self.state.global_step < self.total_steps:
-                    record = self._train_step(iterator)
-                    step_in_epoch += 1
-                    step = self.state.global_step
-                    progress.update(1)
-                    if not record["skipped"]:
-                        epoch_losses.append(record["loss"])
-                    window.append(record)
-                    progress.set_postfix(
-                        loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", refresh=False
-                    )
-                    epoch_end = step_in_epoch == self.steps_per_epoch
-                    final_step = step == self.total_steps
-                    due_eval = (eval_steps is not None and step % eval_steps == 0) or (
-                        eval_steps is None and epoch_end
-                    )
-                    scheduled_save = (save_steps is not None and step % save_steps == 0) or (
-                        save_steps is None and (due_eval or epoch_end)
-                    )
-                    # checkpoints are logging boundaries too, so a resumed run logs the same lines
-                    if step % logging_steps == 0 or epoch_end or final_step or scheduled_save:
-                        self._log_train(window, step, epoch)
-                        window = []
-                    results = None
-                    if self.eval_dataset is not None and (due_eval or final_step):
-                        results = self._validate(step, epoch)
-                        patience = self.training["early_stopping_patience"]
-                        if patience is not None and self.state.evals_without_improvement >= patience:
-                            self.state.stopped_early = True
-                            stop = True
-                    if scheduled_save or pending_save or final_step or stop:
-                        if self.state.consecutive_nonfinite == 0:
-                            self.save_checkpoint()
-                            last_saved_step = step
-                            pending_save = False
-                        else:
-                            pending_save = True  # never checkpoint in the middle of a NaN streak
-                    if epoch_end or final_step or stop:
-                        self._epoch_summary(epoch, step, epoch_losses, results, _now() - epoch_start)
-                        epoch_losses = []
-                        epoch_start = _now()
-                        push_every = self.hub.get("push_every_epochs")
-                        if (
-                            epoch_end
-                            and push_every
-                            and (epoch + 1) % push_every == 0
-                            and not final_step
-                            and not stop
-                        ):
-                            self.push_to_hub(revision=self.hub.get("revision"), final=False)
-                    if stop:
-                        break
-        finally:
-            progress.close()
-        if last_saved_step != self.state.global_step and self.state.consecutive_nonfinite == 0:
+        final_step = step == self.total_steps
+        due_eval = (eval_steps is not None and step % eval_steps == 0) or (eval_steps is None and epoch_end)
+        scheduled_save = (save_steps is not None and step % save_steps == 0) or (
+            save_steps is None and (due_eval or epoch_end)
+        )
+        return _StepEvents(
+            epoch_end=epoch_end,
+            final_step=final_step,
+            due_eval=due_eval,
+            scheduled_save=scheduled_save,
+            # checkpoints are logging boundaries too, so a resumed run logs the same lines
+            log=step % logging_steps == 0 or epoch_end or final_step or scheduled_save,
+        )
+
+    def _after_step(self, events: _StepEvents, epoch: int, loop: _LoopState) -> None:
+        step = self.state.global_step
+        if events.log:
+            self._log_train(loop.window, step, epoch)
+            loop.window = []
+        results = self._maybe_validate(events, step, epoch, loop)
+        self._maybe_save(events, step, loop)
+        if events.epoch_end or events.final_step or loop.stop:
+            self._end_epoch(events, epoch, step, results, loop)
+
+    def _maybe_validate(
+        self, events: _StepEvents, step: int, epoch: int, loop: _LoopState
+    ) -> dict[str, Any] | None:
+        """Validate when due (and at the last step); early stopping is decided here."""
+        if self.eval_dataset is None or not (events.due_eval or events.final_step):
+            return None
+        results = self._validate(step, epoch)
+        patience = self.training["early_stopping_patience"]
+        if patience is not None and self.state.evals_without_improvement >= patience:
+            self.state.stopped_early = True
+            loop.stop = True
+        return results
+
+    def _maybe_save(self, events: _StepEvents, step: int, loop: _LoopState) -> None:
+        if not (events.scheduled_save or loop.pending_save or events.final_step or loop.stop):
+            return
+        if self.state.consecutive_nonfinite == 0:
             self.save_checkpoint()
+            loop.last_saved_step = step
+            loop.pending_save = False
+        else:
+            loop.pending_save = True  # never checkpoint in the middle of a NaN streak
+
+    def _end_epoch(
+        self, events: _StepEvents, epoch: int, step: int, results: dict[str, Any] | None, loop: _LoopState
+    ) -> None:
+        """The epoch's summary line, then a push to the Hub every ``hub.push_every_epochs`` epochs."""
+        self._epoch_summary(epoch, step, loop.epoch_losses, results, _now() - loop.epoch_start)
+        loop.epoch_losses = []
+        loop.epoch_start = _now()
+        push_every = self.hub.get("push_every_epochs")
+        if (
+            events.epoch_end
+            and push_every
+            and (epoch + 1) % push_every == 0
+            and not events.final_step
+            and not loop.stop
+        ):
+            self.push_to_hub(revision=self.hub.get("revision"), final=False)
+
+    def _finish(self) -> dict[str, Any]:
+        """The run's summary (after the final push, when a Hub repo is set)."""
         summary = {
             "global_step": self.state.global_step,
             "best_metric": self.state.best_metric,
@@ -1080,8 +1161,8 @@ class Trainer:
         }
         if self.hub.get("repo_id"):
             summary["hub_url"] = self.push_to_hub(final=True)
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
         return summary
 
     def _log_train(self, window: list[dict[str, Any]], step: int, epoch: int) -> None:
