@@ -845,9 +845,8 @@ class Trainer:
                 f"{weights_path}: not a readable safetensors file ({ckpt.one_line_error(error)})"
             ) from None
         except RuntimeError as error:
-            raise ckpt.ResumeError(
-                f"{weights_path}: does not fit the model ({ckpt.one_line_error(error)})"
-            ) from None
+            # the whole message: the offending keys are on its later lines
+            raise ckpt.ResumeError(f"{weights_path}: does not fit the model ({_flatten(error)})") from None
         optimizer_path = folder / ckpt.OPTIMIZER_NAME
         optimizer_state = ckpt.load_torch_state(optimizer_path)
         try:
