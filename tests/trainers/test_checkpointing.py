@@ -154,3 +154,64 @@ def test_a_nan_streak_stops_training_and_keeps_the_last_good_checkpoint(
     assert all(torch.equal(saved[k], again[k]) for k in saved)
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]
     assert os.path.isdir(out / "last")
+
+
+# -- the code-free state format -------------------------------------------------------------------
+
+
+def test_rng_states_round_trip_through_json_and_safetensors(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(11)
+    np.random.seed(12)
+    torch.manual_seed(13)
+    random.gauss(0.0, 1.0)  # leaves a cached gaussian in Python's state
+    np.random.standard_normal()
+    ckpt.save_rng_state(tmp_path, rank=3)
+    expected = (random.random(), random.gauss(0.0, 1.0), np.random.standard_normal(3), torch.rand(4))
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    ckpt.load_rng_state(tmp_path, rank=3)
+    actual = (random.random(), random.gauss(0.0, 1.0), np.random.standard_normal(3), torch.rand(4))
+    assert actual[:2] == expected[:2]
+    assert np.array_equal(actual[2], expected[2]) and torch.equal(actual[3], expected[3])
+    saved = ckpt.read_json_file(tmp_path / "rng_state_3.json")
+    assert len(saved["numpy"]["keys"]) == 624 and len(saved["python"]["state"]) == 625
+
+
+def test_malformed_rng_state_is_a_one_line_error_naming_the_file(tmp_path: Path) -> None:
+    ckpt.save_rng_state(tmp_path, rank=0)
+    path = tmp_path / "rng_state_0.json"
+    state = ckpt.read_json_file(path)
+    state["numpy"]["keys"] = state["numpy"]["keys"][:10]
+    ckpt.write_json(path, state)
+    with pytest.raises(ckpt.ResumeError, match=r"rng_state_0\.json: not a valid RNG state") as caught:
+        ckpt.load_rng_state(tmp_path, rank=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_accelerate_pickle_checkpoints_are_refused_before_anything_is_read(tmp_path: Path) -> None:
+    folder = tmp_path / ckpt.checkpoint_name(4)
+    folder.mkdir()
+    (folder / "custom_checkpoint_0.pkl").write_bytes(b"\x80\x04K\x01.")
+    ckpt.write_json(folder / ckpt.TRAINER_STATE_NAME, {"global_step": 4})
+    state = ckpt.read_trainer_state(folder)
+    with pytest.raises(ckpt.ResumeError, match=r"custom_checkpoint_0\.pkl: refusing to load a pickle"):
+        ckpt.check_safe_layout(folder, state)
+    (folder / "custom_checkpoint_0.pkl").unlink()
+    with pytest.raises(ckpt.ResumeError, match="checkpoint format None"):
+        ckpt.check_safe_layout(folder, state)
+    ckpt.check_safe_layout(folder, {**state, "checkpoint_format": ckpt.CHECKPOINT_FORMAT})
+
+
+def test_optimizer_state_with_a_foreign_object_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "optimizer.bin"
+    torch.save({"state": {}, "param_groups": [{"lr": 0.1, "hook": math.floor}]}, path)
+    with pytest.raises(ckpt.ResumeError, match=r"optimizer\.bin: refusing to load") as caught:
+        ckpt.load_torch_state(path)
+    assert "\n" not in str(caught.value)
+    torch.save({"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 0.1}]}, path)
+    assert ckpt.load_torch_state(path)["param_groups"] == [{"lr": 0.1}]

@@ -4,10 +4,15 @@ Layout of an output directory::
 
     train_config.yaml          the resolved recipe
     checkpoint-00000040/       a resumable checkpoint (the newest `total_limit` are kept)
-        model.safetensors, optimizer.bin, scaler.pt, custom_checkpoint_*.pkl, random_states_*.pkl
-                               `accelerator.save_state` (weights, optimizer, EMA, schedule, RNGs)
+        model.safetensors      the trained weights
+        ema.safetensors        the EMA shadow weights (EMA on)
+        optimizer.bin          optimizer state (`torch.save`, read back with ``weights_only=True``)
+        scaler.pt              fp16 grad scaler state (idem; fp16 only)
+        rng_state_<r>.json     Python and NumPy RNG states of process r
+        rng_state_<r>.safetensors  torch CPU (and CUDA) RNG states of process r
         model/                 `save_pretrained` folder (EMA weights when EMA is on) + feature extractor
-        trainer_state.json     step, epoch, metrics, world size, model config; written last
+        trainer_state.json     step, epoch, metrics, schedule, EMA counters, world size, model
+                               config, format version; written last
     best/                      `save_pretrained` folder of the best validation so far (+ eval_results.json)
     last/                      `save_pretrained` folder of the newest checkpoint / the end of training
     logs/                      tracker output (TensorBoard)
@@ -17,18 +22,38 @@ kill at any moment leaves either the previous folder or the new one, never a hal
 older checkpoints are pruned only after the new one has been renamed into place. A checkpoint is
 "complete" when it has ``trainer_state.json``; temporary and incomplete folders are ignored by
 `find_checkpoints` and removed by `clean_stale`.
+
+A checkpoint is data and may come from anyone (a shared disk, a downloaded run): nothing in it can
+run code when it is loaded. Weights and RNG tensors are safetensors, counters and Python/NumPy RNG
+states are JSON, optimizer and scaler states are read with ``torch.load(weights_only=True)`` (tensors
+and plain containers only). A checkpoint holding pickles of any other kind (Accelerate's
+``custom_checkpoint_*.pkl`` / ``random_states_*.pkl`` of older demixers versions, or a planted
+file) is refused with a one-line `ResumeError` naming the file.
+
+Which damage is survived: an unreadable ``trainer_state.json`` (the file that marks a checkpoint
+complete) makes that checkpoint incomplete, so ``--resume`` falls back to the newest checkpoint
+whose state file reads, and says so. Any other unreadable or unsafe file of the chosen checkpoint
+(a truncated optimizer state, a planted pickle) is a one-line `ResumeError` naming the file: the
+run is not silently moved back to an older step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
+import pickle
+import random
 import re
 import shutil
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -36,6 +61,15 @@ MODEL_SUBDIR = "model"
 TMP_PREFIX = ".tmp-"
 OLD_PREFIX = ".old-"
 _CHECKPOINT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+MODEL_WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+OPTIMIZER_NAME = "optimizer.bin"
+SCALER_NAME = "scaler.pt"
+RNG_JSON_TEMPLATE = "rng_state_{rank}.json"
+RNG_TENSORS_TEMPLATE = "rng_state_{rank}.safetensors"
+# Version of the checkpoint layout, stored in trainer_state.json: 1 was Accelerate's pickles.
+CHECKPOINT_FORMAT = 2
+_LEGACY_PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 # Config entries that do not change the network (ignored when a resume compares model configs).
 VOLATILE_CONFIG_KEYS = frozenset(
@@ -165,11 +199,161 @@ def prune_checkpoints(output_dir: str | os.PathLike[str], total_limit: int) -> l
     return removed
 
 
+def one_line_error(error: BaseException) -> str:
+    """The first line of an error message (library messages run over several lines)."""
+    text = str(error).strip().splitlines()
+    first = text[0].strip() if text else ""
+    return f"{type(error).__name__}: {first[:200]}" if first else type(error).__name__
+
+
+def read_json_file(path: str | os.PathLike[str]) -> Any:
+    """A JSON file of a checkpoint; anything else is a one-line `ResumeError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResumeError(f"{path}: missing from the checkpoint") from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ResumeError(f"{path}: not a readable JSON state file ({one_line_error(error)})") from None
+
+
 def read_trainer_state(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """``trainer_state.json`` of ``checkpoint``, checked to be this format's (one-line `ResumeError`)."""
     path = Path(checkpoint) / TRAINER_STATE_NAME
     if not path.is_file():
         raise ResumeError(f"{checkpoint} is not a complete checkpoint (no {TRAINER_STATE_NAME})")
-    return json.loads(path.read_text(encoding="utf-8"))
+    state = read_json_file(path)
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        raise ResumeError(f"{path}: not a trainer state (a JSON object with an integer global_step)")
+    return state
+
+
+def check_safe_layout(checkpoint: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Refuse checkpoints of the pickle-based layout (or holding pickles) before reading anything."""
+    checkpoint = Path(checkpoint)
+    for entry in sorted(checkpoint.iterdir()):
+        if entry.suffix in _LEGACY_PICKLE_SUFFIXES:
+            raise ResumeError(
+                f"{entry}: refusing to load a pickle (it could run code); this checkpoint was written by "
+                "an older demixers (Accelerate state) or tampered with: start a new run, or fine-tune "
+                f"from its exported weights with --model.pretrained={checkpoint / MODEL_SUBDIR}"
+            )
+    version = state.get("checkpoint_format")
+    if version != CHECKPOINT_FORMAT:
+        raise ResumeError(
+            f"{checkpoint / TRAINER_STATE_NAME}: checkpoint format {version!r}, this demixers reads "
+            f"format {CHECKPOINT_FORMAT} only"
+        )
+
+
+def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}, str(path))
+
+
+def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """A safetensors file of a checkpoint (one-line `ResumeError` when missing or unreadable)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ResumeError(f"{path}: missing from the checkpoint")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # SafetensorError derives from Exception only
+        raise ResumeError(f"{path}: not a readable safetensors file ({one_line_error(error)})") from None
+
+
+def save_torch_state(path: str | os.PathLike[str], state: Any) -> None:
+    torch.save(state, str(path))
+
+
+def load_torch_state(path: str | os.PathLike[str]) -> Any:
+    """An optimizer/scaler state: tensors and plain containers only (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResumeError(f"{path}: missing from the checkpoint")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ResumeError(
+            f"{path}: refusing to load: it holds objects other than tensors and plain containers "
+            f"(a pickle that could run code, or a state of another format: {type(error).__name__})"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise ResumeError(f"{path}: truncated or corrupt state file ({one_line_error(error)})") from None
+
+
+def capture_rng_state() -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """This process' Python/NumPy RNG states (JSON) and torch CPU/CUDA RNG states (tensors)."""
+    version, internal, gauss_next = random.getstate()
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    json_state = {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": {
+            "kind": kind,
+            "keys": [int(key) for key in keys],
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+    }
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for index, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{index}"] = state
+    return json_state, tensors
+
+
+def restore_rng_state(json_state: Any, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Inverse of `capture_rng_state`; malformed states are a one-line `ResumeError` naming ``source``."""
+    try:
+        python = json_state["python"]
+        internal = tuple(int(value) for value in python["state"])
+        gauss_next = python["gauss_next"]
+        if gauss_next is not None and not (isinstance(gauss_next, float) and math.isfinite(gauss_next)):
+            raise ValueError(f"gauss_next {gauss_next!r}")
+        numpy_state = json_state["numpy"]
+        keys = np.asarray(numpy_state["keys"], dtype=np.int64)
+        if keys.shape != (624,) or keys.min() < 0 or keys.max() >= 2**32:
+            raise ValueError("numpy keys are not 624 uint32 values")
+        cpu = tensors["torch_cpu"]
+        if cpu.dtype != torch.uint8 or cpu.dim() != 1:
+            raise ValueError(f"torch_cpu is {cpu.dtype} of shape {tuple(cpu.shape)}, not a uint8 vector")
+        random.setstate((int(python["version"]), internal, gauss_next))
+        np.random.set_state(
+            (
+                str(numpy_state["kind"]),
+                keys.astype(np.uint32),
+                int(numpy_state["position"]),
+                int(numpy_state["has_gauss"]),
+                float(numpy_state["cached_gaussian"]),
+            )
+        )
+        torch.set_rng_state(cpu)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ResumeError(f"{source}: not a valid RNG state ({one_line_error(error)})") from None
+    cuda = [tensors[f"torch_cuda_{i}"] for i in range(len(tensors)) if f"torch_cuda_{i}" in tensors]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_rng_state(folder: str | os.PathLike[str], rank: int) -> None:
+    json_state, tensors = capture_rng_state()
+    write_json(Path(folder) / RNG_JSON_TEMPLATE.format(rank=rank), json_state)
+    save_tensors(Path(folder) / RNG_TENSORS_TEMPLATE.format(rank=rank), tensors)
+
+
+def load_rng_state(folder: str | os.PathLike[str], rank: int) -> None:
+    folder = Path(folder)
+    json_path = folder / RNG_JSON_TEMPLATE.format(rank=rank)
+    tensors_path = folder / RNG_TENSORS_TEMPLATE.format(rank=rank)
+    json_state = read_json_file(json_path)
+    tensors = load_tensors(tensors_path)
+    if not isinstance(json_state, dict):
+        raise ResumeError(f"{json_path}: not a valid RNG state (a JSON object is expected)")
+    restore_rng_state(json_state, tensors, json_path)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
@@ -223,21 +407,37 @@ def check_resume_compatible(
 
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "CHECKPOINT_PREFIX",
+    "EMA_WEIGHTS_NAME",
     "MODEL_SUBDIR",
+    "MODEL_WEIGHTS_NAME",
+    "OPTIMIZER_NAME",
+    "SCALER_NAME",
     "TRAINER_STATE_NAME",
     "ResumeError",
     "atomic_directory",
+    "capture_rng_state",
     "check_resume_compatible",
+    "check_safe_layout",
     "checkpoint_name",
     "clean_stale",
     "commit_temporary",
     "comparable_model_config",
     "find_checkpoints",
     "latest_checkpoint",
+    "load_rng_state",
+    "load_tensors",
+    "load_torch_state",
+    "one_line_error",
     "prepare_temporary",
     "prune_checkpoints",
+    "read_json_file",
     "read_trainer_state",
+    "restore_rng_state",
+    "save_rng_state",
+    "save_tensors",
+    "save_torch_state",
     "temporary_path",
     "write_json",
 ]

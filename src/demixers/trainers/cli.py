@@ -81,21 +81,39 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
+class TrainCommandError(ValueError):
+    """An expected failure of ``demixers train`` / ``train.py``, already phrased as one line."""
+
+
+# Failures a user can cause and fix (a bad recipe, a missing or corrupt file, a full disk, a batch
+# that does not fit): reported as one line with exit code 2, never as a traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, MemoryError)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
 def run(args: argparse.Namespace) -> int:
     from .config import dump_config, load_config
     from .trainer import NonFiniteLossError, Trainer
 
-    config = load_config(args.config, list(args.overrides))
-    if args.push_to_hub:
-        config["hub"]["repo_id"] = args.push_to_hub
-    if args.print_config:
-        print(dump_config(config), end="")
-        return 0
     try:
+        config = load_config(args.config, list(args.overrides))
+        if args.push_to_hub:
+            config["hub"]["repo_id"] = args.push_to_hub
+        if args.print_config:
+            print(dump_config(config), end="")
+            return 0
         summary = Trainer(config, args.output_dir, resume=args.resume, push_to_hub=args.push_to_hub).train()
     except NonFiniteLossError as error:
-        print(f"training stopped: {error}", file=sys.stderr)
+        print(f"training stopped: {_one_line(error)}", file=sys.stderr)
         return 1
+    except MemoryError:
+        raise TrainCommandError("out of memory; lower training.batch_size or the model size") from None
+    except EXPECTED_ERRORS as error:
+        raise TrainCommandError(_one_line(error)) from None
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -111,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``train.py``'s entry: the same parser and code as ``demixers train``."""
-    from ..cli import USER_ERRORS
-
     parser = argparse.ArgumentParser(
         prog="train.py", description="Train or fine-tune a demixers model from a YAML recipe."
     )
@@ -120,9 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except USER_ERRORS as error:
+    except TrainCommandError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
 
 
-__all__ = ["configure_parser", "main", "run"]
+__all__ = ["EXPECTED_ERRORS", "TrainCommandError", "configure_parser", "main", "run"]

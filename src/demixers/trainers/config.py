@@ -162,6 +162,11 @@ _FALSE = {"false", "no", "off", "0"}
 _NULL = {"null", "none", "~", ""}
 
 
+# Far above any real batch of audio segments (speech recipes use 4-32, music ones 4-64 per device),
+# low enough that an absurd value is refused here rather than by the allocator.
+MAX_BATCH_SIZE = 4096
+
+
 class ConfigError(ValueError):
     """A recipe or an override that cannot be applied (unknown key, wrong type, bad value)."""
 
@@ -385,6 +390,12 @@ def validate(config: dict[str, dict[str, Any]]) -> None:
     for key in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "total_limit"):
         if training[key] < 1:
             raise ConfigError(f"training.{key} must be >= 1, got {training[key]}")
+    for key in ("batch_size", "eval_batch_size"):
+        if training[key] > MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"training.{key} {training[key]} is beyond any sane batch (at most {MAX_BATCH_SIZE} "
+                "per process); use gradient_accumulation_steps or more processes for larger batches"
+            )
     for key in ("max_steps", "eval_steps", "save_steps", "early_stopping_patience", "ema_decay"):
         if training[key] is not None and training[key] <= 0:
             raise ConfigError(f"training.{key} must be positive (or null), got {training[key]}")
@@ -414,6 +425,22 @@ def validate(config: dict[str, dict[str, Any]]) -> None:
             raise ConfigError(f"data.{key} must be in [0, 1], got {data[key]}")
 
 
+def yaml_error_line(path: str | Path, error: yaml.YAMLError) -> str:
+    """``path:line:column: problem`` on one line (PyYAML's messages span several lines).
+
+    Tags such as ``!!python/object`` are refused by ``yaml.safe_load`` (a constructor error): a
+    recipe is plain data and never creates Python objects.
+    """
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    reason = f"{context}: {problem}" if context else str(problem)
+    if isinstance(error, yaml.constructor.ConstructorError):
+        reason += " (a recipe is plain YAML data; Python object tags are not allowed)"
+    return f"{where}: not valid YAML: {reason}"
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Sequence[str] | Sequence[tuple[str, Any]] = (),
@@ -433,7 +460,7 @@ def load_config(
             try:
                 loaded = yaml.safe_load(handle) or {}
             except yaml.YAMLError as error:
-                raise ConfigError(f"{path}: not valid YAML ({error})") from None
+                raise ConfigError(yaml_error_line(path, error)) from None
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(loaded).__name__}")
         for section, values in loaded.items():
@@ -486,6 +513,7 @@ __all__ = [
     "CHOICES",
     "DEFAULTS",
     "FREE_FORM",
+    "MAX_BATCH_SIZE",
     "NULLABLE_TYPES",
     "SECTIONS",
     "ConfigError",
@@ -498,4 +526,5 @@ __all__ = [
     "save_config",
     "set_value",
     "validate",
+    "yaml_error_line",
 ]

@@ -10,7 +10,8 @@ run killed at any moment resumes to bitwise-identical weights (on CPU) with ``--
 * the data position is ``(epoch, batches consumed)``, derived from the step counter (see
   `demixers.trainers.data`);
 * a checkpoint holds the weights, the optimizer, the grad scaler, the schedule, the EMA, the trainer
-  counters and the RNG states (``accelerator.save_state``), written to a temporary folder and renamed.
+  counters and every process' RNG states in formats that cannot run code when loaded (see
+  `demixers.trainers.checkpointing`), written to a temporary folder and renamed.
 
 Numbers are reported in ``OUTPUT_DIR/train_log.jsonl`` (one line per logging interval),
 ``OUTPUT_DIR/eval_log.jsonl`` (one line per validation) and the Accelerate trackers (TensorBoard in
@@ -21,22 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import math
 import os
 import random
-import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..utils.model_contract import is_permutation_invariant
 from . import checkpointing as ckpt
 from .config import dump_config, flat_config, save_config
 from .data import ShardedBatchSampler, build_eval_dataset, build_train_dataset
@@ -50,7 +50,54 @@ TRAIN_LOG = "train_log.jsonl"
 EVAL_LOG = "eval_log.jsonl"
 STEP_STREAM = 0x57E9
 HIGHER_IS_BETTER = {"si_snri": True, "si_snr": True, "sdr": True, "usdr": True, "csdr": True, "loss": False}
-_SPEAKER_NAME = re.compile(r"^(speaker|spk|s|source)[_-]?\d+$", re.IGNORECASE)
+
+
+class PretrainedLoadError(ValueError):
+    """``model.pretrained`` does not load (missing, truncated, or weights that do not fit)."""
+
+
+class SetupMemoryError(ValueError):
+    """Setting up the run needs more memory than there is (batch size, model size)."""
+
+
+_ALLOCATION_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def _flatten(error: BaseException, limit: int = 500) -> str:
+    """The whole message on one line (the keys of a strict-loading error are on its later lines)."""
+    text = " ".join(str(error).split())
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _is_allocation_error(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or any(part in text for part in _ALLOCATION_MESSAGES)
+
+
+def _available_memory_bytes() -> int | None:
+    """Free physical memory of this machine (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_batch_fits_in_memory(
+    batch_size: int, segment_seconds: float | None, sampling_rate: int, channels: int, num_sources: int
+) -> None:
+    """Refuse a batch whose mixture and references alone exceed the free memory, before allocating."""
+    available = _available_memory_bytes()
+    if segment_seconds is None or available is None:
+        return  # whole utterances: their length is only known when read
+    samples = math.ceil(float(segment_seconds) * sampling_rate)
+    needed = batch_size * samples * channels * (1 + num_sources) * 4  # float32 mixture + references
+    if needed > available:
+        raise SetupMemoryError(
+            f"training.batch_size {batch_size} needs {needed / 2**30:.1f} GiB for the audio of one batch "
+            f"of {segment_seconds} s segments alone, more than the {available / 2**30:.1f} GiB of free "
+            "memory; lower training.batch_size (or data.segment_seconds)"
+        )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -81,6 +128,29 @@ class TrainerState:
                 setattr(self, field.name, state[field.name])
 
 
+@dataclasses.dataclass
+class _StepEvents:
+    """What falls due after one optimizer step."""
+
+    epoch_end: bool
+    final_step: bool
+    due_eval: bool
+    scheduled_save: bool
+    log: bool
+
+
+@dataclasses.dataclass
+class _LoopState:
+    """What the training loop carries from one step to the next (besides `TrainerState`)."""
+
+    epoch_start: float
+    last_saved_step: int
+    window: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # records not logged yet
+    epoch_losses: list[float] = dataclasses.field(default_factory=list)
+    stop: bool = False
+    pending_save: bool = False
+
+
 def step_seed(seed: int, step: int, micro_step: int = 0, rank: int = 0) -> int:
     """The seed of one micro-batch of one process (a pure function of its arguments)."""
     return int(
@@ -96,15 +166,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def is_speech(source_names: Sequence[str], model_type: str | None = None) -> bool:
-    """Speech separation (permutation-invariant speakers) or music/fixed stems."""
-    if model_type and "mossformer" in model_type:
-        return True
-    return bool(source_names) and all(_SPEAKER_NAME.match(name) for name in source_names)
-
-
 def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Module, Any]:
     """The model (pretrained or from a config) and its feature extractor."""
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
     import demixers  # registers the model families with the Auto classes
@@ -117,7 +181,13 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
     if model_section.get("pretrained"):
         source = model_section["pretrained"]
         revision = model_section.get("revision")
-        model = AutoModel.from_pretrained(source, revision=revision, **overrides)
+        try:
+            model = AutoModel.from_pretrained(source, revision=revision, **overrides)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+            # strict loading (missing/unexpected/mismatched keys), a truncated file, a missing repo
+            raise PretrainedLoadError(
+                f"model.pretrained {source!r} cannot be loaded: {_flatten(error)}"
+            ) from None
         try:
             feature_extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision)
         except (OSError, ValueError):
@@ -139,13 +209,6 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
             sampling_rate=int(model.config.sampling_rate),
         )
     return model, feature_extractor
-
-
-def _accepts(module: torch.nn.Module, argument: str) -> bool:
-    try:
-        return argument in inspect.signature(module.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _now() -> float:
@@ -207,6 +270,12 @@ class Trainer:
         return accelerator
 
     def _resolve_resume(self) -> Path | None:
+        """The checkpoint to resume from (its ``trainer_state.json`` read into ``self._saved_state``).
+
+        With ``resume=True`` a checkpoint whose ``trainer_state.json`` cannot be read counts as
+        incomplete: the newest readable one is taken and a log line says so.
+        """
+        self._saved_state: dict[str, Any] = {}
         if not self.resume:
             existing = ckpt.find_checkpoints(self.output_dir)
             if existing:
@@ -217,18 +286,68 @@ class Trainer:
                 )
             return None
         if self.resume is True:
-            found = ckpt.latest_checkpoint(self.output_dir)
-            if found is None:
+            candidates = [path for _, path in reversed(ckpt.find_checkpoints(self.output_dir))]
+            if not candidates:
                 raise FileNotFoundError(f"--resume: no complete checkpoint in {self.output_dir}")
-            return found
+            first_error: ckpt.ResumeError | None = None
+            for path in candidates:
+                try:
+                    self._saved_state = ckpt.read_trainer_state(path)
+                except ckpt.ResumeError as error:
+                    first_error = first_error or error
+                    continue
+                if first_error is not None and self.is_main:
+                    logger.warning("--resume: %s; falling back to %s", first_error, path.name)
+                ckpt.check_safe_layout(path, self._saved_state)
+                return path
+            raise ckpt.ResumeError(f"--resume: no usable checkpoint in {self.output_dir} ({first_error})")
         path = Path(self.resume)
         if not (path / ckpt.TRAINER_STATE_NAME).is_file():
             raise FileNotFoundError(
                 f"--resume: {path} is not a complete checkpoint (no {ckpt.TRAINER_STATE_NAME})"
             )
+        self._saved_state = ckpt.read_trainer_state(path)
+        ckpt.check_safe_layout(path, self._saved_state)
         return path
 
     def setup(self) -> None:
+        """Accelerator, model, data, optimizer and (with ``resume``) the checkpoint's state.
+
+        Running out of memory here (an absurd batch size or model config) is a one-line
+        `SetupMemoryError`, not an allocator traceback.
+        """
+        try:
+            self._setup()
+        except MemoryError as error:
+            raise SetupMemoryError(
+                f"out of memory while setting up training ({error or 'MemoryError'}); "
+                "lower training.batch_size or the model size"
+            ) from None
+        except RuntimeError as error:
+            if not _is_allocation_error(error):
+                raise
+            raise SetupMemoryError(
+                f"out of memory while setting up training ({ckpt.one_line_error(error)}); "
+                "lower training.batch_size or the model size"
+            ) from None
+
+    def _setup(self) -> None:
+        self._setup_run()
+        model = self._setup_model()
+        self._setup_data()
+        optimizer = self._setup_optimization(model)
+        self._setup_distributed(model, optimizer)
+        if self.resume_from is not None:
+            self._load_training_state(self.resume_from)
+            self.history = self._read_eval_log()
+            self.accelerator.print(
+                f"resumed from {self.resume_from} at step {self.state.global_step} (epoch {self.state.epoch})"
+            )
+        if self.accelerator.log_with:
+            self.accelerator.init_trackers("train", config=flat_config(self.config))
+
+    def _setup_run(self) -> None:
+        """Accelerator, output folder (stale temporaries removed), the checkpoint to resume, the recipe."""
         self.accelerator = accelerator = self._make_accelerator()
         self.world_size = accelerator.num_processes
         self.rank = accelerator.process_index
@@ -245,11 +364,14 @@ class Trainer:
         if self.training["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
-        seed = self.training["seed"]
-        model, self.feature_extractor = build_model(self.config["model"], seed)
+    def _setup_model(self) -> torch.nn.Module:
+        """The model, and what its config decides: sources, loss, metric (checked against a resume)."""
+        model, self.feature_extractor = build_model(self.config["model"], self.training["seed"])
         self.model_config = model.config
         self.source_names = list(getattr(model.config, "source_names", []))
-        self.speech = is_speech(self.source_names, getattr(model.config, "model_type", None))
+        self.speech = is_permutation_invariant(model.config)
+        self.sampling_rate = int(model.config.sampling_rate)
+        self.audio_channels = int(getattr(model.config, "audio_channels", 1))
         loss_name = self.training["loss"]
         if loss_name == "auto":
             loss_name = "pit_si_snr" if self.speech else "l1"
@@ -259,7 +381,7 @@ class Trainer:
             metric = "si_snri" if self.speech else "sdr"
         self.metric_name = metric
         if self.resume_from is not None:
-            saved = ckpt.read_trainer_state(self.resume_from)
+            saved = self._saved_state
             ckpt.check_resume_compatible(saved, model.config.to_dict(), self.world_size, self.resume_from)
             if saved.get("batch_size") not in (None, self.training["batch_size"]) or saved.get(
                 "gradient_accumulation_steps"
@@ -267,19 +389,29 @@ class Trainer:
                 warnings.warn(
                     f"resuming {self.resume_from} with another batch size / accumulation: the data order "
                     "differs from the original run from here on",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
+        return model
 
-        self.sampling_rate = sampling_rate = int(model.config.sampling_rate)
+    def _setup_data(self) -> None:
+        """Training and evaluation datasets, steps per epoch and the total number of steps."""
+        _check_batch_fits_in_memory(
+            self.training["batch_size"],
+            self.data_config.get("segment_seconds"),
+            self.sampling_rate,
+            self.audio_channels,
+            len(self.source_names),
+        )
+        seed = self.training["seed"]
         fixed_order = self.loss_name not in ("pit_si_snr",)
         self._maybe_generate_synthetic()
         # the main process prepares a raw corpus (or downloads) first; the others reuse its cache
-        with accelerator.main_process_first():
+        with self.accelerator.main_process_first():
             self.train_dataset = build_train_dataset(
-                self.data_config, seed, sampling_rate, self.source_names, fixed_order
+                self.data_config, seed, self.sampling_rate, self.source_names, fixed_order
             )
             self.eval_dataset = build_eval_dataset(
-                self.data_config, sampling_rate, self.source_names, fixed_order
+                self.data_config, self.sampling_rate, self.source_names, fixed_order
             )
         batch_size = self.training["batch_size"]
         self.accumulation = self.training["gradient_accumulation_steps"]
@@ -295,19 +427,21 @@ class Trainer:
                 "raise data.samples_per_epoch or lower the batch size"
             )
         if self.resume_from is not None:
-            saved_steps = ckpt.read_trainer_state(self.resume_from).get("steps_per_epoch")
+            saved_steps = self._saved_state.get("steps_per_epoch")
             if saved_steps not in (None, self.steps_per_epoch):
                 warnings.warn(
                     f"the checkpoint was made with {saved_steps} steps per epoch and this recipe gives "
                     f"{self.steps_per_epoch}: epochs and data order differ from the original run "
                     "from here on",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         if self.training["max_steps"] is not None:
             self.total_steps = int(self.training["max_steps"])
         else:
             self.total_steps = int(self.training["epochs"]) * self.steps_per_epoch
 
+    def _setup_optimization(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """The optimizer and the learning-rate schedule (which needs the total number of steps)."""
         optimizer = build_optimizer(model, self.training)
         self.schedule = LRSchedule(
             optimizer,
@@ -321,8 +455,13 @@ class Trainer:
             plateau_min_lr=self.training["plateau_min_lr"],
             plateau_mode="max" if HIGHER_IS_BETTER[self.metric_name] else "min",
         )
+        return optimizer
+
+    def _setup_distributed(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """``accelerator.prepare`` (DDP/FSDP/DeepSpeed) and the EMA of the prepared weights."""
         from accelerate.utils import DistributedType
 
+        accelerator = self.accelerator
         self.sharded_weights = accelerator.distributed_type in (
             DistributedType.FSDP,
             DistributedType.DEEPSPEED,
@@ -331,29 +470,15 @@ class Trainer:
             # the trainer feeds its own batches: tell DeepSpeed their size (it cannot see a dataloader)
             ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
             if ds_config.get("train_micro_batch_size_per_gpu") in (None, "auto"):
-                ds_config["train_micro_batch_size_per_gpu"] = batch_size
+                ds_config["train_micro_batch_size_per_gpu"] = self.training["batch_size"]
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.schedule.optimizer = self.optimizer
         self.unwrapped = accelerator.unwrap_model(self.model)
-        self.forward_takes_mask = _accepts(self.unwrapped, "padding_mask")
         self.ema = None
         if self.training["ema_decay"] is not None:
             if self.sharded_weights:
                 raise ValueError("training.ema_decay is not supported with FSDP/DeepSpeed (sharded weights)")
             self.ema = EMA(self.unwrapped, self.training["ema_decay"]).to(accelerator.device)
-        accelerator.register_for_checkpointing(self.schedule)
-        accelerator.register_for_checkpointing(self.state)
-        if self.ema is not None:
-            accelerator.register_for_checkpointing(self.ema)
-
-        if self.resume_from is not None:
-            accelerator.load_state(str(self.resume_from))
-            self.history = self._read_eval_log()
-            accelerator.print(
-                f"resumed from {self.resume_from} at step {self.state.global_step} (epoch {self.state.epoch})"
-            )
-        if accelerator.log_with:
-            accelerator.init_trackers("train", config=flat_config(self.config))
 
     def _maybe_generate_synthetic(self) -> None:
         """``data.synthetic: true``: write the synthetic LibriMix-layout corpus if it is missing."""
@@ -424,16 +549,17 @@ class Trainer:
         mask = batch.get("padding_mask")
         if mask is not None and bool(mask.all()):
             mask = None
-        kwargs: dict[str, Any] = {"input_values": batch["input_values"]}
-        if mask is not None and self.forward_takes_mask:
-            kwargs["padding_mask"] = mask
         if self.loss_name == "model" and self.loss_fn is None:
-            kwargs["labels"] = batch["labels"]
-            output = model(**kwargs)
+            output = model(
+                input_values=batch["input_values"],
+                labels=batch["labels"],
+                padding_mask=mask,
+                return_dict=True,
+            )
             if output.loss is None:
                 raise ValueError("training.loss=model but the model returned no loss")
             return output.loss, None
-        output = model(**kwargs)
+        output = model(input_values=batch["input_values"], padding_mask=mask, return_dict=True)
         if self.loss_fn is not None:
             result = self.loss_fn(output.audio_values, batch["labels"], mask)
         else:
@@ -570,12 +696,13 @@ class Trainer:
                 positions = indices[start : start + batch_size]
                 items = [self.eval_dataset[i if i >= 0 else count - 1] for i in positions]
                 batch = self._batch_to_device(collate_separation(items))
-                kwargs = {"input_values": batch["input_values"]}
                 mask = batch["padding_mask"]
-                if self.forward_takes_mask and not bool(mask.all()):
-                    kwargs["padding_mask"] = mask
                 with self.accelerator.autocast():
-                    output = model(**kwargs)
+                    output = model(
+                        input_values=batch["input_values"],
+                        padding_mask=None if bool(mask.all()) else mask,
+                        return_dict=True,
+                    )
                 estimates = output.audio_values.float()
                 for b, position in enumerate(positions):
                     if position < 0:
@@ -668,9 +795,104 @@ class Trainer:
                 self.unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
                 self.feature_extractor.save_pretrained(folder)
 
+    def _save_training_state(self, folder: Path) -> None:
+        """Weights, EMA, optimizer, scaler and this process' RNG states in code-free formats.
+
+        The counters, the schedule and the EMA counters go into ``trainer_state.json``, written last
+        by `save_checkpoint`.
+        """
+        accelerator = self.accelerator
+        if self.sharded_weights:
+            # every process holds a shard of the optimizer; the weights are gathered for the main one
+            state_dict = accelerator.get_state_dict(self.model)
+            if self.is_main:
+                ckpt.save_tensors(folder / ckpt.MODEL_WEIGHTS_NAME, state_dict)
+            ckpt.save_torch_state(folder / f"optimizer_{self.rank}.bin", self.optimizer.state_dict())
+        elif self.is_main:
+            from safetensors.torch import save_model
+
+            save_model(self.unwrapped, str(folder / ckpt.MODEL_WEIGHTS_NAME))  # handles tied weights
+            ckpt.save_torch_state(folder / ckpt.OPTIMIZER_NAME, self.optimizer.state_dict())
+        if self.is_main:
+            if self.ema is not None:
+                ckpt.save_tensors(folder / ckpt.EMA_WEIGHTS_NAME, self.ema.shadow)
+            if accelerator.scaler is not None:
+                ckpt.save_torch_state(folder / ckpt.SCALER_NAME, accelerator.scaler.state_dict())
+        ckpt.save_rng_state(folder, self.rank)
+
+    def _load_training_state(self, folder: Path) -> None:
+        """Inverse of `_save_training_state` (+ the counters of ``trainer_state.json``).
+
+        Nothing is unpickled beyond tensors and plain containers; a file that is missing, truncated
+        or holds anything else is a one-line `ResumeError` naming it.
+        """
+        saved = self._saved_state
+        if self.sharded_weights:
+            raise ckpt.ResumeError(
+                f"{folder}: resuming FSDP/DeepSpeed (sharded) runs is not supported; fine-tune from "
+                f"its exported weights with --model.pretrained={folder / ckpt.MODEL_SUBDIR}"
+            )
+        weights_path = folder / ckpt.MODEL_WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise ckpt.ResumeError(f"{weights_path}: missing from the checkpoint")
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        try:
+            load_model(self.unwrapped, str(weights_path), strict=True)  # tied weights are stored once
+        except SafetensorError as error:
+            raise ckpt.ResumeError(
+                f"{weights_path}: not a readable safetensors file ({ckpt.one_line_error(error)})"
+            ) from None
+        except RuntimeError as error:
+            # the whole message: the offending keys are on its later lines
+            raise ckpt.ResumeError(f"{weights_path}: does not fit the model ({_flatten(error)})") from None
+        optimizer_path = folder / ckpt.OPTIMIZER_NAME
+        optimizer_state = ckpt.load_torch_state(optimizer_path)
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+            raise ckpt.ResumeError(
+                f"{optimizer_path}: not an optimizer state of this model ({ckpt.one_line_error(error)})"
+            ) from None
+        scaler = self.accelerator.scaler
+        if scaler is not None:
+            scaler_path = folder / ckpt.SCALER_NAME
+            scaler_state = ckpt.load_torch_state(scaler_path)
+            try:
+                scaler.load_state_dict(scaler_state)
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+                raise ckpt.ResumeError(
+                    f"{scaler_path}: not a grad scaler state ({ckpt.one_line_error(error)})"
+                ) from None
+        if self.ema is not None:
+            ema_path = folder / ckpt.EMA_WEIGHTS_NAME
+            shadow = ckpt.load_tensors(ema_path)
+            counters = saved.get("ema") or {}
+            try:
+                self.ema.load_state_dict({"num_updates": counters["num_updates"], "shadow": shadow})
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                raise ckpt.ResumeError(
+                    f"{ema_path}: not an EMA state of this model ({ckpt.one_line_error(error)})"
+                ) from None
+        state_path = folder / ckpt.TRAINER_STATE_NAME
+        try:
+            self.schedule.load_state_dict(saved["schedule"])
+            self.state.load_state_dict(saved)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ckpt.ResumeError(
+                f"{state_path}: malformed trainer state ({ckpt.one_line_error(error)})"
+            ) from None
+        ckpt.load_rng_state(folder, self.rank)
+
     def _trainer_state_json(self) -> dict[str, Any]:
         return {
             **self.state.state_dict(),
+            "checkpoint_format": ckpt.CHECKPOINT_FORMAT,
+            "schedule": self.schedule.state_dict(),
+            "ema": None
+            if self.ema is None
+            else {"decay": self.ema.decay, "num_updates": self.ema.num_updates},
             "world_size": self.world_size,
             "batch_size": self.training["batch_size"],
             "gradient_accumulation_steps": self.training["gradient_accumulation_steps"],
@@ -690,7 +912,7 @@ class Trainer:
         if self.is_main:
             ckpt.prepare_temporary(final)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
+        self._save_training_state(tmp)
         self._save_model_folder(tmp / ckpt.MODEL_SUBDIR, use_ema=True)
         accelerator.wait_for_everyone()
         if self.is_main:
@@ -785,97 +1007,148 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
     def train(self) -> dict[str, Any]:
-        """Run to ``total_steps`` (or early stopping); return the final summary."""
+        """Run to ``total_steps`` (or early stopping); return the final summary.
+
+        ``training.deterministic`` switches torch's global deterministic-algorithms mode on for the
+        run; the caller's setting is restored when this returns or raises.
+        """
+        previous = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
+        try:
+            return self._train()
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    def _train(self) -> dict[str, Any]:
         self.setup()
-        accelerator = self.accelerator
+        self._prepare_logs()
+        loop = _LoopState(
+            epoch_start=_now(),
+            last_saved_step=self.state.global_step if self.resume_from is not None else -1,
+        )
+        progress = self._progress_bar()
+        try:
+            while self.state.global_step < self.total_steps and not loop.stop:
+                self._run_epoch(loop, progress)
+        finally:
+            progress.close()
+        if loop.last_saved_step != self.state.global_step and self.state.consecutive_nonfinite == 0:
+            self.save_checkpoint()
+        return self._finish()
+
+    def _prepare_logs(self) -> None:
+        """A resumed run drops the log lines it will redo; a fresh run starts empty logs."""
         if self.resume_from is not None:
             self._truncate_logs()
         else:
             for name in (TRAIN_LOG, EVAL_LOG):
                 if self.is_main and (self.output_dir / name).exists():
                     (self.output_dir / name).unlink()
-        accelerator.wait_for_everyone()
+        self.accelerator.wait_for_everyone()
+
+    def _progress_bar(self) -> Any:
         from tqdm.auto import tqdm
 
-        progress = tqdm(
+        return tqdm(
             total=self.total_steps,
             initial=self.state.global_step,
             disable=not (self.is_main and self.training["progress_bar"]),
             desc="train",
             dynamic_ncols=True,
         )
+
+    def _run_epoch(self, loop: _LoopState, progress: Any) -> None:
+        """The rest of the current epoch (all of it, unless resuming mid-epoch or stopping early)."""
+        epoch = self.state.global_step // self.steps_per_epoch
+        step_in_epoch = self.state.global_step % self.steps_per_epoch
+        self.state.epoch = epoch
+        iterator = iter(self._loader(epoch, step_in_epoch * self.accumulation))
+        while step_in_epoch < self.steps_per_epoch and self.state.global_step < self.total_steps:
+            record = self._train_step(iterator)
+            step_in_epoch += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", refresh=False)
+            if not record["skipped"]:
+                loop.epoch_losses.append(record["loss"])
+            loop.window.append(record)
+            events = self._step_events(self.state.global_step, step_in_epoch == self.steps_per_epoch)
+            self._after_step(events, epoch, loop)
+            if loop.stop:
+                break
+
+    def _step_events(self, step: int, epoch_end: bool) -> _StepEvents:
+        """What is due after optimizer step ``step``: logging, validation, a checkpoint."""
         eval_steps = self.training["eval_steps"]
         save_steps = self.training["save_steps"]
         logging_steps = max(int(self.training["logging_steps"]), 1)
-        window: list[dict[str, Any]] = []
-        epoch_losses: list[float] = []
-        epoch_start = _now()
-        stop = False
-        last_saved_step = self.state.global_step if self.resume_from is not None else -1
-        pending_save = False
-        try:
-            while self.state.global_step < self.total_steps and not stop:
-                epoch = self.state.global_step // self.steps_per_epoch
-                step_in_epoch = self.state.global_step % self.steps_per_epoch
-                self.state.epoch = epoch
-                loader = self._loader(epoch, step_in_epoch * self.accumulation)
-                iterator = iter(loader)
-                while step_in_epoch < self.steps_per_epoch and self.state.global_step < self.total_steps:
-                    record = self._train_step(iterator)
-                    step_in_epoch += 1
-                    step = self.state.global_step
-                    progress.update(1)
-                    if not record["skipped"]:
-                        epoch_losses.append(record["loss"])
-                    window.append(record)
-                    progress.set_postfix(
-                        loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", refresh=False
-                    )
-                    epoch_end = step_in_epoch == self.steps_per_epoch
-                    final_step = step == self.total_steps
-                    due_eval = (eval_steps is not None and step % eval_steps == 0) or (
-                        eval_steps is None and epoch_end
-                    )
-                    scheduled_save = (save_steps is not None and step % save_steps == 0) or (
-                        save_steps is None and (due_eval or epoch_end)
-                    )
-                    # checkpoints are logging boundaries too, so a resumed run logs the same lines
-                    if step % logging_steps == 0 or epoch_end or final_step or scheduled_save:
-                        self._log_train(window, step, epoch)
-                        window = []
-                    results = None
-                    if self.eval_dataset is not None and (due_eval or final_step):
-                        results = self._validate(step, epoch)
-                        patience = self.training["early_stopping_patience"]
-                        if patience is not None and self.state.evals_without_improvement >= patience:
-                            self.state.stopped_early = True
-                            stop = True
-                    if scheduled_save or pending_save or final_step or stop:
-                        if self.state.consecutive_nonfinite == 0:
-                            self.save_checkpoint()
-                            last_saved_step = step
-                            pending_save = False
-                        else:
-                            pending_save = True  # never checkpoint in the middle of a NaN streak
-                    if epoch_end or final_step or stop:
-                        self._epoch_summary(epoch, step, epoch_losses, results, _now() - epoch_start)
-                        epoch_losses = []
-                        epoch_start = _now()
-                        push_every = self.hub.get("push_every_epochs")
-                        if (
-                            epoch_end
-                            and push_every
-                            and (epoch + 1) % push_every == 0
-                            and not final_step
-                            and not stop
-                        ):
-                            self.push_to_hub(revision=self.hub.get("revision"), final=False)
-                    if stop:
-                        break
-        finally:
-            progress.close()
-        if last_saved_step != self.state.global_step and self.state.consecutive_nonfinite == 0:
+        final_step = step == self.total_steps
+        due_eval = (eval_steps is not None and step % eval_steps == 0) or (eval_steps is None and epoch_end)
+        scheduled_save = (save_steps is not None and step % save_steps == 0) or (
+            save_steps is None and (due_eval or epoch_end)
+        )
+        return _StepEvents(
+            epoch_end=epoch_end,
+            final_step=final_step,
+            due_eval=due_eval,
+            scheduled_save=scheduled_save,
+            # checkpoints are logging boundaries too, so a resumed run logs the same lines
+            log=step % logging_steps == 0 or epoch_end or final_step or scheduled_save,
+        )
+
+    def _after_step(self, events: _StepEvents, epoch: int, loop: _LoopState) -> None:
+        step = self.state.global_step
+        if events.log:
+            self._log_train(loop.window, step, epoch)
+            loop.window = []
+        results = self._maybe_validate(events, step, epoch, loop)
+        self._maybe_save(events, step, loop)
+        if events.epoch_end or events.final_step or loop.stop:
+            self._end_epoch(events, epoch, step, results, loop)
+
+    def _maybe_validate(
+        self, events: _StepEvents, step: int, epoch: int, loop: _LoopState
+    ) -> dict[str, Any] | None:
+        """Validate when due (and at the last step); early stopping is decided here."""
+        if self.eval_dataset is None or not (events.due_eval or events.final_step):
+            return None
+        results = self._validate(step, epoch)
+        patience = self.training["early_stopping_patience"]
+        if patience is not None and self.state.evals_without_improvement >= patience:
+            self.state.stopped_early = True
+            loop.stop = True
+        return results
+
+    def _maybe_save(self, events: _StepEvents, step: int, loop: _LoopState) -> None:
+        if not (events.scheduled_save or loop.pending_save or events.final_step or loop.stop):
+            return
+        if self.state.consecutive_nonfinite == 0:
             self.save_checkpoint()
+            loop.last_saved_step = step
+            loop.pending_save = False
+        else:
+            loop.pending_save = True  # never checkpoint in the middle of a NaN streak
+
+    def _end_epoch(
+        self, events: _StepEvents, epoch: int, step: int, results: dict[str, Any] | None, loop: _LoopState
+    ) -> None:
+        """The epoch's summary line, then a push to the Hub every ``hub.push_every_epochs`` epochs."""
+        self._epoch_summary(epoch, step, loop.epoch_losses, results, _now() - loop.epoch_start)
+        loop.epoch_losses = []
+        loop.epoch_start = _now()
+        push_every = self.hub.get("push_every_epochs")
+        if (
+            events.epoch_end
+            and push_every
+            and (epoch + 1) % push_every == 0
+            and not events.final_step
+            and not loop.stop
+        ):
+            self.push_to_hub(revision=self.hub.get("revision"), final=False)
+
+    def _finish(self) -> dict[str, Any]:
+        """The run's summary (after the final push, when a Hub repo is set)."""
         summary = {
             "global_step": self.state.global_step,
             "best_metric": self.state.best_metric,
@@ -887,8 +1160,8 @@ class Trainer:
         }
         if self.hub.get("repo_id"):
             summary["hub_url"] = self.push_to_hub(final=True)
-        accelerator.wait_for_everyone()
-        accelerator.end_training()
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
         return summary
 
     def _log_train(self, window: list[dict[str, Any]], step: int, epoch: int) -> None:
@@ -1002,10 +1275,11 @@ def train(
 
 __all__ = [
     "NonFiniteLossError",
+    "PretrainedLoadError",
+    "SetupMemoryError",
     "Trainer",
     "TrainerState",
     "build_model",
-    "is_speech",
     "seed_everything",
     "step_seed",
     "train",
