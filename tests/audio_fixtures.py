@@ -99,8 +99,8 @@ def music_like(seconds: float, sampling_rate: int = 44100, channels: int = 2, se
 def speech_like_mixture(
     seconds: float, sampling_rate: int = 8000, speakers: int = 2, seed: int = 0
 ) -> np.ndarray:
-    """A mixture ``(1, time)`` of voice-like utterances of different speakers (see trainers.synthetic)."""
-    from demixers.trainers.synthetic import _speaker, speech_like
+    """A mixture ``(1, time)`` of voice-like utterances of different speakers (synthetic_librimix)."""
+    from demixers.datasets_scripts.synthetic_librimix import _speaker, speech_like
 
     rng = np.random.default_rng(seed)
     sources = [

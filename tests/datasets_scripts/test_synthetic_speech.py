@@ -19,7 +19,7 @@ from scipy.signal import freqz, sosfreqz
 
 from demixers.datasets_scripts import synthetic_speech as ss
 from demixers.datasets_scripts.loudness import integrated_loudness, k_weighting, normalize_loudness
-from demixers.trainers.synthetic import _speaker, speech_like
+from demixers.datasets_scripts.synthetic_librimix import _speaker, speech_like
 
 MODE = Path("Libri2Mix") / "wav8k" / "min"
 TINY = {"train": 4, "validation": 2, "test": 2}

@@ -36,7 +36,7 @@ def speech_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Synthetic Libri2Mix (LibriMix layout, generated speech-like voices) prepared once with
     ``prepare_corpus`` into a ``save_to_disk`` folder, the format ``demixers prepare`` writes."""
     from demixers.datasets_scripts import prepare_corpus
-    from demixers.trainers.synthetic import make_synthetic_librimix
+    from demixers.datasets_scripts.synthetic_librimix import make_synthetic_librimix
 
     root = tmp_path_factory.mktemp("speech")
     raw = make_synthetic_librimix(

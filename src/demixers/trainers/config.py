@@ -46,7 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # A Hub dataset id, a local prepared (save_to_disk) folder, or a raw corpus folder;
         # read with demixers.datasets_scripts.load_separation_dataset.
         "dataset": None,
-        # Generate the synthetic speech corpus (demixers.trainers.synthetic) at `dataset` if missing.
+        # Generate the synthetic speech corpus (datasets_scripts.synthetic_librimix) at `dataset` if missing.
         "synthetic": False,
         # Target columns in the model's output order (null: every audio column but mixture/noise,
         # put in the model's order when the names match).

@@ -486,7 +486,7 @@ class Trainer:
             return
         root = Path(self.data_config["dataset"])
         if self.is_main and not root.exists():
-            from .synthetic import make_synthetic_librimix
+            from ..datasets_scripts.synthetic_librimix import make_synthetic_librimix
 
             self.accelerator.print(f"generating the synthetic speech corpus in {root}")
             make_synthetic_librimix(

@@ -14,7 +14,7 @@ so ``load_separation_dataset(ROOT)`` (or ``demixers prepare librimix ROOT``) rea
 corpus, speaker ids included (dynamic mixing uses them). ``configs/mossformer_tiny_cpu.yaml`` trains on
 it; create it with::
 
-    python -m demixers.trainers.synthetic data/synthetic_libri2mix
+    python -m demixers.datasets_scripts.synthetic_librimix data/synthetic_libri2mix
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def make_synthetic_librimix(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m demixers.trainers.synthetic",
+        prog="python -m demixers.datasets_scripts.synthetic_librimix",
         description="Write a small synthetic speech-separation corpus in the LibriMix layout.",
     )
     parser.add_argument("root", help="output folder")
