@@ -47,7 +47,8 @@ import numpy as np
 import torch
 
 from ..utils.permutations import best_permutation as _best_permutation
-from .bss_eval import _safe_db, bss_eval
+from .bss_energies import safe_db as _safe_db
+from .bss_eval import bss_eval
 
 __all__ = [
     "best_permutation",
