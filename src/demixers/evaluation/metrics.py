@@ -39,7 +39,6 @@ Definitions:
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -47,7 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bss_eval import _safe_db, bss_eval
+from ..utils.permutations import best_permutation as _best_permutation
+from .bss_energies import safe_db as _safe_db
+from .bss_eval import bss_eval
 
 __all__ = [
     "best_permutation",
@@ -199,36 +200,22 @@ def pairwise(references: Any, estimates: Any, metric: str | Callable[..., Any] =
 
 
 def best_permutation(scores: Any, *, maximize: bool = True) -> tuple[Any, Any]:
-    """Best one-to-one assignment on ``(..., sources, sources)`` score matrices.
+    """Best one-to-one assignment on square ``(..., sources, sources)`` score matrices.
 
     Returns ``(perm, values)``: ``perm[..., j]`` is the estimate given to reference ``j`` and
-    ``values[..., j] = scores[..., j, perm[..., j]]``; the mean of ``values`` is the best possible.
-    Ties go to the first permutation in ``itertools.permutations`` order (the identity first).
-    Exhaustive up to 8 sources; above that, the Hungarian algorithm (scipy) finds the same optimum.
+    ``values[..., j] = scores[..., j, perm[..., j]]`` (float64); the mean of ``values`` is the best
+    possible. Ties keep the identity (then the first permutation in ``itertools.permutations``
+    order); NaN scores raise ValueError. Exhaustive up to 8 sources, the Hungarian algorithm (scipy)
+    above.
+
+    The evaluation-layer spelling of `demixers.utils.permutations.best_permutation` (which also
+    takes rectangular scores, a tie tolerance and a NaN policy): it requires square matrices and
+    returns float64 values, as this function always has.
     """
     matrix, as_numpy = _to_tensor(scores, "scores")
     if matrix.ndim < 2 or matrix.shape[-1] != matrix.shape[-2]:
         raise ValueError(f"scores must be (..., sources, sources), got {tuple(matrix.shape)}")
-    if torch.isnan(matrix).any():
-        raise ValueError("scores contain NaN; a permutation cannot be chosen")
-    sources = matrix.shape[-1]
-    signed = matrix if maximize else -matrix
-    if sources <= 8:
-        candidates = torch.tensor(
-            list(itertools.permutations(range(sources))), device=matrix.device
-        )  # (P, S)
-        gathered = signed[..., torch.arange(sources, device=matrix.device), candidates]  # (..., P, S)
-        best = gathered.sum(dim=-1).argmax(dim=-1)  # first maximum
-        perm = candidates[best]
-    else:
-        try:
-            from scipy.optimize import linear_sum_assignment
-        except ImportError as error:  # pragma: no cover - scipy ships with the test extras
-            raise ImportError("best_permutation over more than 8 sources needs scipy") from error
-        flat = signed.reshape(-1, sources, sources).cpu().numpy()
-        rows = [linear_sum_assignment(item, maximize=True)[1] for item in flat]
-        perm = torch.as_tensor(np.stack(rows), device=matrix.device).reshape(*matrix.shape[:-1])
-    values = torch.gather(matrix, -1, perm[..., None]).squeeze(-1)
+    perm, values = _best_permutation(matrix, maximize=maximize)
     return _out(perm, as_numpy), _out(values, as_numpy)
 
 
