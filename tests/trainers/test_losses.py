@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from demixers.trainers.losses import (
-    best_permutation,
     compute_loss,
     pairwise_si_snr,
     si_snr_loss,
     waveform_loss,
 )
+from demixers.utils.permutations import best_permutation
 
 
 def numpy_si_snr(estimate: np.ndarray, reference: np.ndarray, eps: float = 1e-8) -> float:
@@ -72,7 +72,7 @@ def test_pit_si_snr_matches_brute_force(num_sources: int) -> None:
 def test_hungarian_equals_enumeration_for_many_sources() -> None:
     generator = torch.Generator().manual_seed(0)
     scores = torch.randn(20, 5, 5, generator=generator, dtype=torch.float64)
-    chosen = best_permutation(scores)  # 5 sources: Hungarian
+    chosen, _ = best_permutation(scores.transpose(-1, -2), method="hungarian")  # scores[b, est, ref]
     for b in range(scores.shape[0]):
         best = max(
             itertools.permutations(range(5)), key=lambda p: sum(scores[b, p[j], j].item() for j in range(5))

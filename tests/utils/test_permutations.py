@@ -158,17 +158,10 @@ def test_bad_inputs_raise() -> None:
     assert MAX_EXHAUSTIVE_SOURCES == 8
 
 
-def test_trainer_and_chunk_engine_calls_reproduce_their_current_results() -> None:
-    """The calls the report hands to the trainer and the chunk engine (see their `best_permutation`)."""
+def test_chunk_engine_call_reproduces_its_current_results() -> None:
+    """The call the chunk engine is to make (see its `best_permutation`)."""
     from demixers.pipelines.chunking import best_permutation as chunk_best_permutation
-    from demixers.trainers.losses import best_permutation as loss_best_permutation
 
-    generator = torch.Generator().manual_seed(1)
-    for sources in (2, 3, 5):
-        trainer_scores = torch.randn(8, sources, sources, generator=generator)  # (batch, est, ref)
-        expected = loss_best_permutation(trainer_scores)
-        perm, _ = best_permutation(trainer_scores.detach().transpose(-1, -2), nan="identity")
-        assert torch.equal(perm, expected)
     rng = np.random.default_rng(2)
     for sources in (1, 2, 3, 4):
         for _ in range(5):

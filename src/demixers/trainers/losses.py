@@ -23,20 +23,19 @@ Two optional ways to stop rewarding already well-separated examples:
   invariant training"): ``τ = 10^(-soft_max_db/10)`` and the error energy becomes
   ``‖ŝ - α s‖² + τ ‖α s‖²``, so the SI-SNR saturates smoothly at ``soft_max_db``.
 
-Permutations: for up to ``MAX_ENUMERATED_SOURCES`` (3) sources every permutation is scored from the
-pairwise SI-SNR matrix (``S!`` gathers of an ``S x S`` matrix, no extra forward work); beyond, the
-Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) finds the best one in ``O(S^3)``.
+Permutations: chosen on the detached pairwise SI-SNR matrix (no extra forward work) by the package's
+one `demixers.utils.permutations.best_permutation` (every permutation up to 8 sources, the Hungarian
+algorithm beyond); an item whose scores hold a NaN keeps the identity (its loss is NaN anyway).
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 
-MAX_ENUMERATED_SOURCES = 3
+from ..utils.permutations import best_permutation
+
 LOSS_NAMES = ("pit_si_snr", "si_snr", "l1", "mse")
 
 
@@ -132,36 +131,6 @@ def pairwise_si_snr(
     return ratio.mean(dim=-1)  # mean over channels
 
 
-@lru_cache(maxsize=8)
-def _permutations(num_sources: int) -> torch.Tensor:
-    return torch.tensor(list(itertools.permutations(range(num_sources))), dtype=torch.long)
-
-
-def best_permutation(scores: torch.Tensor) -> torch.Tensor:
-    """``scores`` ``(batch, S_est, S_ref)`` (higher is better) -> ``(batch, S_ref)`` estimate per reference
-    maximising the summed score. Enumerates for ``S <= 3``, Hungarian beyond."""
-    batch, num_est, num_ref = scores.shape
-    if num_est != num_ref:
-        raise ValueError(f"PIT needs as many estimates as references, got {num_est} and {num_ref}")
-    scores = scores.detach()
-    if num_ref <= MAX_ENUMERATED_SOURCES:
-        perms = _permutations(num_ref).to(scores.device)  # (P, S): perms[p, j] = estimate for ref j
-        columns = torch.arange(num_ref, device=scores.device)
-        totals = scores[:, perms, columns].sum(dim=-1)  # (b, P)
-        return perms[totals.argmax(dim=-1)]
-    from scipy.optimize import linear_sum_assignment
-
-    matrix = scores.float().cpu().numpy()
-    result = torch.empty(batch, num_ref, dtype=torch.long)
-    for item in range(batch):
-        if not (matrix[item] == matrix[item]).all():  # NaN: keep the identity, the loss is NaN anyway
-            result[item] = torch.arange(num_ref)
-            continue
-        rows, cols = linear_sum_assignment(matrix[item], maximize=True)
-        result[item, torch.as_tensor(cols)] = torch.as_tensor(rows)
-    return result.to(scores.device)
-
-
 def si_snr_loss(
     estimates: torch.Tensor,
     references: torch.Tensor,
@@ -178,7 +147,11 @@ def si_snr_loss(
     )
     batch, num_sources, _ = matrix.shape
     columns = torch.arange(num_sources, device=matrix.device)
-    permutation = best_permutation(matrix) if pit else columns.expand(batch, num_sources)
+    if pit:
+        # matrix[b, estimate, reference]; the search takes scores[b, reference, estimate]
+        permutation, _ = best_permutation(matrix.detach().transpose(-1, -2), nan="identity")
+    else:
+        permutation = columns.expand(batch, num_sources)
     chosen = matrix[torch.arange(batch, device=matrix.device)[:, None], permutation, columns]  # (b, S)
     if clamp_db is not None:
         chosen = chosen.clamp(max=clamp_db)
@@ -241,9 +214,7 @@ def compute_loss(
 
 __all__ = [
     "LOSS_NAMES",
-    "MAX_ENUMERATED_SOURCES",
     "SeparationLoss",
-    "best_permutation",
     "compute_loss",
     "pairwise_si_snr",
     "si_snr_loss",
