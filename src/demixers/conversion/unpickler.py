@@ -468,6 +468,7 @@ def restricted_load(path: str | os.PathLike) -> tuple[Any, set[str]]:
         IndexError,
         AttributeError,
         RuntimeError,
+        OverflowError,
     ) as error:
         # malformed opcodes surface as any of these; none comes from code named by the file
         raise ValueError(

@@ -36,6 +36,7 @@ from demixers.conversion import (
     check_output_dir,
     check_state_dict,
     load_safetensors,
+    map_key,
     restricted_load,
     save_model_folder,
     source_files,
@@ -297,13 +298,6 @@ def config_from_shapes(parts: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def _apply_rules(key: str, rules: list[tuple[str, str]]) -> str | None:
-    for pattern, replacement in rules:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, replacement, key)
-    return None
-
-
 def _check_derived(name: str, tensor: torch.Tensor, expected: torch.Tensor) -> None:
     """Buffers the reference stores but we recompute must hold the standard values."""
     if tensor.shape != expected.shape or not torch.allclose(tensor.float(), expected, rtol=1e-6, atol=0.0):
@@ -343,10 +337,10 @@ def convert_state_dict(
                 if rest == "rotary_pos_emb.freqs":
                     _check_derived(key, value, rotary)
                 continue  # parameter-free here: cosines/sines are recomputed
-            new = _apply_rules(rest, _LAYER_RULES)
+            new = map_key(rest, _LAYER_RULES)
             new = None if new is None else f"mask_net.layers.{index}.{new}"
         else:
-            new = _apply_rules(key, _MASK_NET_RULES)
+            new = map_key(key, _MASK_NET_RULES)
             new = None if new is None else f"mask_net.{new}"
         if new is None:
             unexpected.append(f"masknet.bin:{key}")
