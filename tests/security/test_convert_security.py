@@ -380,3 +380,52 @@ def test_truncated_and_missing_inputs_are_one_line_errors(
         assert_one_line_error(code, error, "missing")
     assert not (tmp_path / "out").exists()
     assert os.listdir(tmp_path / "release") == ["abcd.safetensors"]
+
+
+# -- no global named by a file is imported or called ---------------------------------------------------
+
+
+class _Call:
+    """Pickles as ``function(*args)``."""
+
+    def __init__(self, function, *args) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return (self.function, self.args)
+
+
+def test_named_globals_are_inert_stand_ins_and_allocations_are_not_delegated(tmp_path: Path) -> None:
+    import fractions
+
+    from demixers.conversion import ClassReference, OpaqueObject, is_opaque, require_plain
+
+    marker = tmp_path / "executed"
+    payload = {
+        "system": _Call(os.system, f"touch {marker}"),
+        "eval": _Call(eval, f"open({str(marker)!r}, 'w')"),
+        "bytes": _Call(bytearray, 2**40),  # would allocate 1 TiB if bytearray were called
+        "power": _Call(fractions.Fraction, "1e999999999"),  # would compute 10**999999999
+        "fraction": fractions.Fraction(3, 7),
+        "klass": OrderedDict,
+        "w": torch.ones(2),
+    }
+    path = tmp_path / "evil.pt"
+    torch.save(payload, path)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="Fraction") as error:  # refused, not computed
+        restricted_load(path)
+    assert time.perf_counter() - started < 5 and len(str(error.value).splitlines()) == 1
+    del payload["power"]
+    torch.save(payload, path)
+    loaded, recorded = restricted_load(path)
+    assert not marker.exists()
+    for function in ("eval", "bytearray", "system"):  # protocol 2 spells builtins "__builtin__"
+        assert any(name.endswith(f".{function}") for name in recorded), recorded
+    for key in ("system", "eval", "bytes"):
+        assert isinstance(loaded[key], OpaqueObject) and isinstance(loaded[key].reference, ClassReference)
+        assert is_opaque(loaded[key])
+    assert loaded["bytes"].args == (2**40,)
+    assert loaded["fraction"] == fractions.Fraction(3, 7) and torch.equal(loaded["w"], torch.ones(2))
+    with pytest.raises(ValueError, match=r"\['system'\] holds a pickled .*system"):
+        require_plain({"system": loaded["system"]}, "payload")
