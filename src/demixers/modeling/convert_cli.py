@@ -1,7 +1,8 @@
 """``demixers convert FORMAT SRC OUT``: official checkpoints -> ``save_pretrained`` folders.
 
 Every converter module (one per family, inside the family folder) exposes
-``configure_parser(parser)`` and ``run(args) -> int``.
+``configure_parser(parser)`` and ``run(args) -> int``; they share `demixers.conversion` (checkpoint
+reading, key mapping, and an output writer that replaces only the files it writes).
 """
 
 from __future__ import annotations
@@ -57,4 +58,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(args.convert_handler(args) or 0)
+    """Run the chosen converter; errors of the file formats become one-line ValueErrors (exit 2)."""
+    from safetensors import SafetensorError
+    from yaml import YAMLError
+
+    try:
+        return int(args.convert_handler(args) or 0)
+    except (SafetensorError, YAMLError) as error:
+        # a converter should have named the file already; this is the net for one that did not
+        lines = str(error).strip().splitlines()
+        raise ValueError(f"{type(error).__name__}: {lines[0] if lines else 'unreadable input'}") from None

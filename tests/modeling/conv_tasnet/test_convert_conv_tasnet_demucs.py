@@ -338,7 +338,8 @@ def test_existing_output_needs_overwrite_and_cli_run_works(tmp_path: Path, capsy
         converter.convert_checkpoint(tmp_path / "tasnet.th", out)
     (out / "stale.txt").write_text("old")
     converter.convert_checkpoint(tmp_path / "tasnet.th", out, overwrite=True)
-    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
+    # issue #14: --overwrite replaces the converter's own files only; files that are not ours stay
+    assert (out / "stale.txt").read_text() == "old" and (out / "model.safetensors").is_file()
 
 
 def test_converted_model_runs_in_the_pipeline(tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ Accepted sources: the package asteroid's ``BaseModel.serialize()`` / ``save_pret
 network settings) and ``state_dict``; or a folder holding exactly one such file. A state dict whose
 keys all carry a Lightning ``model.`` prefix is accepted too.
 
-The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only,
-no class named by the file is imported (see `conversion_utils.load_checkpoint`). Only the ``free``
+The file is read by the restricted unpickler: tensors and plain containers only,
+no class named by the file is imported (see `demixers.conversion.unpickler`). Only the ``free``
 filterbank (asteroid's default, a plain learned convolution) converts; the analytic / sinc / STFT
 filterbanks and masks narrower than the filterbank (``out_chan``) are refused with a ValueError.
 
@@ -18,23 +18,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .configuration_conv_tasnet import ConvTasNetConfig
-from .conversion_utils import (
+from demixers.conversion import (
     check_output_dir,
     load_checkpoint,
     load_into_model,
+    map_keys,
     require_plain,
     save_model_folder,
+    source_files,
     strip_prefixes,
     tensor_state_dict,
 )
+
+from .configuration_conv_tasnet import ConvTasNetConfig
 from .modeling_conv_tasnet import ConvTasNetForSourceSeparation
 
 CHECKPOINT_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
@@ -228,21 +230,8 @@ def convert_state_dict(
     reads; it does not change the outputs and is dropped.
     """
     last = config.num_blocks * config.num_repeats - 1
-    dead = re.compile(rf"masker\.TCN\.{last}\.res_conv\.(weight|bias)") if config.skip_channels else None
-    converted: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for key, value in state_dict.items():
-        if dead is not None and dead.fullmatch(key):
-            continue
-        for pattern, replacement in _RULES:
-            if re.fullmatch(pattern, key):
-                new = re.sub(pattern, replacement, key)
-                head, _, leaf = new.rpartition(".")
-                converted[f"{head}.{_NORM_RENAME.get(leaf, leaf)}"] = value
-                break
-        else:
-            unexpected.append(key)
-    return converted, unexpected
+    dead = [rf"masker\.TCN\.{last}\.res_conv\.(weight|bias)"] if config.skip_channels else []
+    return map_keys(state_dict, _RULES, drop=dead, leaf_renames=_NORM_RENAME)
 
 
 def build_model(
@@ -280,7 +269,7 @@ def convert_checkpoint(
     """
     output_dir = check_output_dir(output_dir, overwrite)
     model = build_model(load_asteroid_package(source), config_overrides)
-    return save_model_folder(model, output_dir)
+    return save_model_folder(model, output_dir, overwrite=overwrite, protected=source_files(source))
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -9,8 +9,8 @@ biases, no skip path, no PReLU before the mask convolution, and a linear decoder
 * L`` then overlap-add), which is exactly a transposed convolution whose weight is the linear
 weight reshaped to ``(N, channels, L)``.
 
-Accepted sources (``.th`` files, read with ``torch.load(..., weights_only=True)``; no class named
-by a file is imported, see `conversion_utils.load_checkpoint`):
+Accepted sources (``.th`` files, read by the restricted unpickler; no class named
+by a file is imported, see `demixers.conversion.unpickler`):
 
 * the released state dicts (``tasnet-beb46fac.th``, ``tasnet_extra-df3777b2.th``): the
   architecture comes from the tensor shapes (N, L, B, H, P, X, R, channels, sources, causal, batch
@@ -41,17 +41,19 @@ from typing import Any
 
 import torch
 
-from .configuration_conv_tasnet import ConvTasNetConfig
-from .conversion_utils import (
+from demixers.conversion import (
     check_output_dir,
     is_opaque,
     load_checkpoint,
     load_into_model,
     require_plain,
     save_model_folder,
+    source_files,
     strip_prefixes,
     tensor_state_dict,
 )
+
+from .configuration_conv_tasnet import ConvTasNetConfig
 from .modeling_conv_tasnet import ConvTasNetForSourceSeparation
 
 TASNET_CLASS = "demucs.tasnet.ConvTasNet"
@@ -325,7 +327,7 @@ def convert_checkpoint(
     output_dir = check_output_dir(output_dir, overwrite)
     state_dict, demucs_kwargs = load_demucs_tasnet(source)
     model = build_model(state_dict, demucs_kwargs, config_overrides)
-    return save_model_folder(model, output_dir)
+    return save_model_folder(model, output_dir, overwrite=overwrite, protected=source_files(source))
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

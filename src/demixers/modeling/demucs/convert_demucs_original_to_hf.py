@@ -16,8 +16,9 @@ that model (with the bag's segment applied, as the original loader does).
 
 Safety: no class named in a file is ever imported or called. Class names are matched against an
 explicit whitelist (``Demucs``, ``HDemucs``, ``HTDemucs``). ``.th`` pickles are read by a restricted
-unpickler that only rebuilds tensors and plain containers; any other global it meets is recorded
-as a `ClassReference` string and never resolved, and calls to it are recorded, not executed.
+unpickler (`demixers.conversion.unpickler`) that only rebuilds tensors and plain containers; any
+other global it meets becomes an inert `ClassReference` stand-in that is never resolved, and calls
+to it are recorded, not executed. Bag yamls are read with ``yaml.safe_load``.
 
 Quantized (DiffQ) checkpoints (``mdx_q``, ``mdx_extra_q``) are refused: their packed integer
 weights cannot be expanded without DiffQ's own decoder; convert the unquantized release instead.
@@ -27,228 +28,26 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import logging
-import pickle
-import struct
-import zipfile
-from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from demixers.conversion import (
+    ClassReference,
+    OpaqueObject,
+    check_output_dir,
+    load_torch_file,
+    opaque_class,
+    save_model_folder,
+    source_files,
+)
+
+# what a pickle built by calling a global it names (recorded, never executed)
+RecordedCall = OpaqueObject
+
 logger = logging.getLogger(__name__)
-
-# -- restricted unpickling ----------------------------------------------------------------------
-
-
-class ClassReference:
-    """A global named by a pickle that was deliberately not imported: only its name is kept."""
-
-    def __init__(self, module: str, name: str) -> None:
-        self.module = module
-        self.name = name
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.module}.{self.name}"
-
-    def __call__(self, *args: Any, **kwargs: Any) -> RecordedCall:
-        return RecordedCall(self, args, kwargs)
-
-    def __repr__(self) -> str:
-        return f"ClassReference({self.qualified_name!r})"
-
-
-class RecordedCall:
-    """What a pickle asked to build from a `ClassReference`; nothing was executed."""
-
-    def __init__(self, reference: ClassReference, args: tuple, kwargs: dict) -> None:
-        self.reference = reference
-        self.args = args
-        self.kwargs = kwargs
-        self.state: Any = None
-        self.items: list[Any] = []
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def append(self, item: Any) -> None:
-        self.items.append(item)
-
-    def extend(self, items: Any) -> None:
-        self.items.extend(items)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.items.append((key, value))
-
-    def __repr__(self) -> str:
-        return f"RecordedCall({self.reference.qualified_name!r})"
-
-
-def _storage_dtypes() -> dict[str, Any]:
-    import torch
-
-    return {
-        "FloatStorage": torch.float32,
-        "DoubleStorage": torch.float64,
-        "HalfStorage": torch.float16,
-        "BFloat16Storage": torch.bfloat16,
-        "LongStorage": torch.int64,
-        "IntStorage": torch.int32,
-        "ShortStorage": torch.int16,
-        "CharStorage": torch.int8,
-        "ByteStorage": torch.uint8,
-        "BoolStorage": torch.bool,
-        "UntypedStorage": torch.uint8,
-    }
-
-
-class _StorageType:
-    def __init__(self, dtype: Any) -> None:
-        self.dtype = dtype
-
-
-def _rebuild_tensor(storage: Any, storage_offset: int, size: tuple, stride: tuple, *unused: Any) -> Any:
-    import torch
-
-    if not isinstance(storage, torch.Tensor):
-        raise pickle.UnpicklingError("tensor data is not a storage")
-    return storage.as_strided(tuple(size), tuple(stride), storage_offset)
-
-
-def _rebuild_parameter(data: Any, *unused: Any) -> Any:
-    return data
-
-
-def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
-    if not isinstance(text, str):
-        raise pickle.UnpicklingError("_codecs.encode expects a string")
-    return text.encode(encoding)
-
-
-_DTYPE_NAMES = {
-    "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
-    "float", "double", "half", "long", "int", "short",
-}  # fmt: skip
-_SAFE_BUILTINS = {
-    "set": set,
-    "frozenset": frozenset,
-    "slice": slice,
-    "complex": complex,
-    "bytearray": bytearray,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for ``torch.save`` files that rebuilds tensors and containers and nothing else."""
-
-    def __init__(self, file: Any, load_storage: Any = None) -> None:
-        super().__init__(file)
-        self._load_storage = load_storage
-        self.references: list[ClassReference] = []
-
-    def find_class(self, module: str, name: str) -> Any:
-        import torch
-
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return _rebuild_tensor
-        if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
-            return _rebuild_parameter
-        if module in ("torch", "torch.storage") and name in _storage_dtypes():
-            return _StorageType(_storage_dtypes()[name])
-        if module == "torch" and name == "Size":
-            return torch.Size
-        if module == "torch" and name in _DTYPE_NAMES:
-            return getattr(torch, name)
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        if (module, name) == ("fractions", "Fraction"):
-            return Fraction
-        if (module, name) == ("_codecs", "encode"):
-            return _codecs_encode
-        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
-            return _SAFE_BUILTINS[name]
-        reference = ClassReference(module, name)
-        self.references.append(reference)
-        return reference
-
-    def persistent_load(self, saved_id: Any) -> Any:
-        if (
-            not isinstance(saved_id, tuple)
-            or not saved_id
-            or saved_id[0] != "storage"
-            or self._load_storage is None
-        ):
-            raise pickle.UnpicklingError(f"unsupported persistent id {saved_id!r:.80}")
-        storage_type = saved_id[1]
-        if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
-        return self._load_storage(storage_type.dtype, *saved_id[2:])
-
-
-def _restricted_loads(data: bytes) -> Any:
-    return RestrictedUnpickler(io.BytesIO(data)).load()
-
-
-def load_torch_file(path: str | Path) -> Any:
-    """Read a ``torch.save`` file (zip or legacy format) without executing anything from it."""
-    import torch
-
-    path = Path(path)
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            pickles = [name for name in names if name.endswith("/data.pkl") or name == "data.pkl"]
-            if len(pickles) != 1:
-                raise ValueError(f"{path}: not a torch.save archive (no single data.pkl)")
-            prefix = pickles[0][: -len("data.pkl")]
-            if f"{prefix}byteorder" in names and archive.read(f"{prefix}byteorder").strip() != b"little":
-                raise ValueError(f"{path}: big-endian checkpoints are not supported")
-
-            loaded: dict[tuple[str, Any], Any] = {}
-
-            def load_storage(dtype: Any, key: str, location: Any, numel: int, *unused: Any) -> Any:
-                if (key, dtype) not in loaded:
-                    raw = bytearray(archive.read(f"{prefix}data/{key}"))
-                    empty = torch.empty(0, dtype=dtype)
-                    loaded[key, dtype] = torch.frombuffer(raw, dtype=dtype) if raw else empty
-                return loaded[key, dtype]
-
-            unpickler = RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), load_storage)
-            return unpickler.load()
-
-    with open(path, "rb") as file:
-        magic = RestrictedUnpickler(file).load()
-        if magic != 0x1950A86A20F9469CFC6C:
-            raise ValueError(f"{path}: not a torch.save file")
-        RestrictedUnpickler(file).load()  # protocol version
-        RestrictedUnpickler(file).load()  # system info
-        storages: dict[str, Any] = {}
-
-        def load_legacy_storage(dtype: Any, key: str, location: Any, numel: int, view: Any = None) -> Any:
-            if key not in storages:
-                storages[key] = torch.empty(numel, dtype=dtype)
-            storage = storages[key]
-            if view is not None:
-                _, offset, size = view
-                return storage[offset : offset + size]
-            return storage
-
-        result = RestrictedUnpickler(file, load_legacy_storage).load()
-        keys = RestrictedUnpickler(file).load()
-        for key in keys:
-            storage = storages[key]
-            (numel,) = struct.unpack("<q", file.read(8))
-            nbytes = numel * storage.element_size()
-            raw = bytearray(file.read(nbytes))
-            if numel != storage.numel() or len(raw) != nbytes:
-                raise ValueError(f"{path}: truncated or inconsistent storage {key}")
-            if nbytes:
-                storage.copy_(torch.frombuffer(raw, dtype=storage.dtype))
-        return result
-
 
 # -- reference classes -> configs -------------------------------------------------------------
 
@@ -477,23 +276,30 @@ def _unflatten(node: Any, tensors: dict[str, Any]) -> Any:
         if "_tuple" in node:
             return tuple(_unflatten(item, tensors) for item in node["_tuple"])
         if "_class" in node:
-            module, _, name = str(node["_class"]).rpartition(".")
-            return ClassReference(module, name)  # recorded, never imported
+            return opaque_class(str(node["_class"]))  # recorded, never imported
         raise ValueError(f"invalid state structure node {node!r:.80}")
     return node
 
 
 def load_safetensors_package(path: str | Path) -> dict[str, Any]:
     """Read one model of the HF release: tensors + class name and init args from the metadata."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    with safe_open(str(path), framework="pt") as file:
-        metadata = dict(file.metadata() or {})
-        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (safe_open is no dict)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            metadata = dict(file.metadata() or {})
+            tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (safe_open is no dict)
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"cannot read {path} as a safetensors file: {_first_line(error)}") from None
     sidecar = path.with_suffix(".json")
     if not {"klass", "args", "kwargs"} <= set(metadata) and sidecar.is_file():
-        side = json.loads(sidecar.read_text())
+        try:
+            side = json.loads(sidecar.read_text())
+        except ValueError as error:
+            raise ValueError(f"{sidecar}: invalid JSON ({_first_line(error)})") from None
+        if not isinstance(side, dict):
+            raise ValueError(f"{sidecar}: expected a JSON object with klass/args/kwargs")
         for key in ("klass", "args", "kwargs"):
             if key not in metadata and key in side:
                 metadata[key] = side[key] if isinstance(side[key], str) else json.dumps(side[key])
@@ -502,13 +308,21 @@ def load_safetensors_package(path: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"{path}: no {sorted(missing)} in the safetensors metadata nor in a {sidecar.name} sidecar"
         )
-    state = _unflatten(json.loads(metadata["structure"]), tensors) if "structure" in metadata else tensors
-    return {
-        "klass": str(metadata["klass"]),
-        "args": _decode_json(json.loads(metadata["args"])),
-        "kwargs": _decode_json(json.loads(metadata["kwargs"])),
-        "state": state,
-    }
+    try:
+        state = _unflatten(json.loads(metadata["structure"]), tensors) if "structure" in metadata else tensors
+        return {
+            "klass": str(metadata["klass"]),
+            "args": _decode_json(json.loads(metadata["args"])),
+            "kwargs": _decode_json(json.loads(metadata["kwargs"])),
+            "state": state,
+        }
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: invalid model metadata ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 # -- sources -> models --------------------------------------------------------------------------
@@ -532,12 +346,7 @@ def load_model_file(path: str | Path):
         return model_from_package(load_safetensors_package(path), str(path))
     if path.suffix == ".th":
         _check_checksum(path)
-        try:
-            package = load_torch_file(path)
-        except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, struct.error, KeyError) as error:
-            reason = f"{type(error).__name__}: {error}"
-            raise ValueError(f"{path}: cannot read this checkpoint safely ({reason})") from None
-        return model_from_package(package, str(path))
+        return model_from_package(load_torch_file(path), str(path))
     raise ValueError(f"{path}: expected a .safetensors or .th model file")
 
 
@@ -551,15 +360,30 @@ def _find_member(folder: Path, signature: str) -> Path:
     raise FileNotFoundError(f"no {signature}.safetensors / {signature}.th / {signature}-*.th in {folder}")
 
 
-def load_bag(yaml_path: str | Path):
-    """A bag yaml -> one model (single-member bag) or a `DemucsBagForSourceSeparation`."""
+def read_yaml(path: str | Path) -> Any:
+    """``yaml.safe_load`` of a file; syntax errors and constructor tags (``!!python/...``) become a
+    one-line ValueError naming the file."""
     import yaml
 
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or _first_line(error)
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ValueError(f"{path}: invalid yaml{where}: {problem}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a text file ({error.reason})") from None
+
+
+def load_bag(yaml_path: str | Path):
+    """A bag yaml -> one model (single-member bag) or a `DemucsBagForSourceSeparation`."""
     from .configuration_demucs import DemucsBagConfig
     from .modeling_demucs import DemucsBagForSourceSeparation, HTDemucsForSourceSeparation
 
     yaml_path = Path(yaml_path)
-    bag = yaml.safe_load(yaml_path.read_text())
+    bag = read_yaml(yaml_path)
     if not isinstance(bag, dict) or not isinstance(bag.get("models"), list) or not bag["models"]:
         raise ValueError(f"{yaml_path}: not a bag of models (expected a 'models' list)")
     members = [load_model_file(_find_member(yaml_path.parent, str(signature))) for signature in bag["models"]]
@@ -603,19 +427,35 @@ def load_original(source: str | Path):
     return load_model_file(source)
 
 
+def _inputs(source: Path) -> list[Path]:
+    """The files converting ``source`` may read (a bag reads its folder's members and sidecars)."""
+    if source.is_dir():
+        return source_files(source)
+    if source.suffix in (".yaml", ".yml"):
+        return source_files(source.parent)
+    return [source, source.with_suffix(".json")]
+
+
 def convert(source: str | Path, output: str | Path, overwrite: bool = False):
-    output = Path(output)
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise FileExistsError(f"{output} exists and is not empty (pass --overwrite)")
+    """Convert SRC into the folder ``output``; returns the model.
+
+    Only the files ``save_pretrained`` writes are replaced in ``output`` (with ``overwrite``);
+    other files there, the source among them, are left alone.
+    """
+    check_output_dir(output, overwrite)
     model = load_original(source)
-    model.save_pretrained(output)
+    save_model_folder(model, output, overwrite=overwrite, protected=_inputs(Path(source)), preprocessor=False)
     return model
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="bag yaml, .safetensors/.th model file, or a folder holding one bag yaml")
     parser.add_argument("out", help="output folder (save_pretrained layout)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty output folder (replaces only the converted model's files)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,8 +6,8 @@ Accepted sources: the package asteroid's ``BaseModel.serialize()`` / ``save_pret
 ``state_dict``; or a folder holding exactly one such file. A state dict whose keys all carry a
 Lightning ``model.`` prefix is accepted too.
 
-The file is read with ``torch.load(..., weights_only=True)``: tensors and plain containers only,
-no class named by the file is imported (see `conversion_utils.load_checkpoint`). Only the ``free``
+The file is read by the restricted unpickler: tensors and plain containers only,
+no class named by the file is imported (see `demixers.conversion.unpickler`). Only the ``free``
 filterbank converts; the analytic / sinc / STFT filterbanks, masks narrower than the filterbank
 (``out_chan``) and asteroid's softmax masks (which asteroid normalises over the filters, not the
 sources) are refused with a ValueError.
@@ -19,23 +19,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .configuration_dprnn_tasnet import DPRNNTasNetConfig
-from .conversion_utils import (
+from demixers.conversion import (
     check_output_dir,
     load_checkpoint,
     load_into_model,
+    map_keys,
     require_plain,
     save_model_folder,
+    source_files,
     strip_prefixes,
     tensor_state_dict,
 )
+
+from .configuration_dprnn_tasnet import DPRNNTasNetConfig
 from .modeling_dprnn_tasnet import DPRNNTasNetForSourceSeparation
 
 CHECKPOINT_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
@@ -213,18 +215,7 @@ def config_from_model_args(
 
 def convert_state_dict(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map asteroid keys to ours. Returns ``(state_dict, unconverted_asteroid_keys)``."""
-    converted: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    for key, value in state_dict.items():
-        for pattern, replacement in _RULES:
-            if re.fullmatch(pattern, key):
-                new = re.sub(pattern, replacement, key)
-                head, _, leaf = new.rpartition(".")
-                converted[f"{head}.{_NORM_RENAME.get(leaf, leaf)}"] = value
-                break
-        else:
-            unexpected.append(key)
-    return converted, unexpected
+    return map_keys(state_dict, _RULES, leaf_renames=_NORM_RENAME)
 
 
 def build_model(
@@ -262,7 +253,7 @@ def convert_checkpoint(
     """
     output_dir = check_output_dir(output_dir, overwrite)
     model = build_model(load_asteroid_package(source), config_overrides)
-    return save_model_folder(model, output_dir)
+    return save_model_folder(model, output_dir, overwrite=overwrite, protected=source_files(source))
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

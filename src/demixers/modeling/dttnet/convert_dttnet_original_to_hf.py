@@ -6,12 +6,11 @@ with the network's weights under ``state_dict``, next to the trainer state and p
 carry a prefix (``model.``, ``net.``, ``module.`` ...): the prefix in front of
 ``first_conv.0.weight`` is stripped and keys without it are ignored.
 
-Safety: pickles are first read with ``torch.load(weights_only=True)``. Lightning checkpoints often
-pickle other objects as well (OmegaConf containers in ``hyper_parameters``, callback states), which
-that loader refuses; the file is then read by `RestrictedUnpickler`, which rebuilds tensors and
-plain containers only. Any other global the pickle names becomes a `RecordedObject` subclass that
-stores the arguments and state the pickle gives it, and only its name; the named module is never
-imported and nothing it names is ever called.
+Safety: pickles are read by the restricted unpickler of `demixers.conversion.unpickler`, which
+rebuilds tensors and plain containers only. Lightning checkpoints also pickle other objects
+(OmegaConf containers in ``hyper_parameters``, callback states): each global the pickle names
+becomes an inert `RecordedObject` stand-in that stores the arguments and state the pickle gives it,
+and only its name; the named module is never imported and nothing it names is ever called.
 
 The architecture comes from the tensor shapes (``growth``, channels, levels, TFC layers, kernel,
 ``dim_f``, the TDF factor and bias, dual-path layers, heads, RNN type and direction, ``n_fft`` from
@@ -27,21 +26,28 @@ Command line: ``demixers convert dttnet SRC OUT [--target vocals] [--residual-na
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import logging
 import os
-import pickle
 import re
-import shutil
-import tempfile
-import zipfile
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from demixers.conversion import (
+    OpaqueObject,
+    RestrictedUnpickler,
+    check_output_dir,
+    check_state_dict,
+    load_safetensors,
+    restricted_load,
+    save_model_folder,
+    source_files,
+)
+from demixers.conversion import (
+    map_key as apply_rules,
+)
 
 from .configuration_dttnet import DTTNetConfig
 from .modeling_dttnet import DTTNetForSourceSeparation
@@ -52,180 +58,18 @@ ANCHOR_KEY = "first_conv.0.weight"
 RELEASE_DEFAULTS = {"hop_length": 1024, "dim_t": 256, "overlap_samples": 3072, "sampling_rate": 44100}
 
 # ---------------------------------------------------------------------------------------------
-# Restricted unpickling
+# Loading
 # ---------------------------------------------------------------------------------------------
 
-
-class RecordedObject:
-    """Base of the stand-ins for globals a pickle names but that are deliberately not imported.
-
-    Each such global gets its own subclass (`qualified_name` says which); building or calling it
-    only records what the pickle passes: `args`, `kwargs`, `state` (BUILD) and `items`
-    (APPEND/SETITEM on list- or dict-like objects).
-    """
-
-    qualified_name = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> RecordedObject:
-        instance = object.__new__(cls)
-        instance.args = args
-        instance.kwargs = kwargs
-        instance.state = None
-        instance.items = []
-        return instance
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:  # arguments were recorded by __new__
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def append(self, item: Any) -> None:
-        self.items.append(item)
-
-    def extend(self, items: Any) -> None:
-        self.items.extend(items)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.items.append((key, value))
-
-    def __repr__(self) -> str:
-        return f"<recorded {self.qualified_name}>"
-
-
-def _recorded_class(module: str, name: str) -> type[RecordedObject]:
-    qualified = f"{module}.{name}"
-    return type(f"Recorded[{qualified}]", (RecordedObject,), {"qualified_name": qualified})
-
-
-def _storage_dtypes() -> dict[str, torch.dtype]:
-    return {
-        "FloatStorage": torch.float32,
-        "DoubleStorage": torch.float64,
-        "HalfStorage": torch.float16,
-        "BFloat16Storage": torch.bfloat16,
-        "LongStorage": torch.int64,
-        "IntStorage": torch.int32,
-        "ShortStorage": torch.int16,
-        "CharStorage": torch.int8,
-        "ByteStorage": torch.uint8,
-        "BoolStorage": torch.bool,
-        "UntypedStorage": torch.uint8,
-    }
-
-
-class _StorageType:
-    def __init__(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
-
-
-def _rebuild_tensor(storage: Any, storage_offset: int, size: Any, stride: Any, *unused: Any) -> torch.Tensor:
-    if not isinstance(storage, torch.Tensor):
-        raise pickle.UnpicklingError("tensor data is not a storage")
-    return storage.as_strided(tuple(size), tuple(stride), storage_offset)
-
-
-def _rebuild_parameter(data: Any, *unused: Any) -> Any:
-    return data
-
-
-def _codecs_encode(text: str, encoding: str = "utf-8") -> bytes:
-    if not isinstance(text, str):
-        raise pickle.UnpicklingError("_codecs.encode expects a string")
-    return text.encode(encoding)
-
-
-_PLAIN_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch", "Size"): tuple,
-    ("_codecs", "encode"): _codecs_encode,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "slice"): slice,
-    ("builtins", "complex"): complex,
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler for ``torch.save`` zip archives that rebuilds tensors and containers and nothing else.
-
-    Every global outside a short list (tensor rebuilding, ``OrderedDict``, torch dtypes and storage
-    types, a few builtins) is replaced by a fresh `RecordedObject` subclass; `recorded` lists their
-    qualified names.
-    """
-
-    def __init__(self, file: Any, load_storage: Any) -> None:
-        super().__init__(file)
-        self._load_storage = load_storage
-        self.recorded: set[str] = set()
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PLAIN_GLOBALS:
-            return _PLAIN_GLOBALS[(module, name)]
-        if module == "torch":
-            if name in _storage_dtypes():
-                return _StorageType(_storage_dtypes()[name])
-            if isinstance(getattr(torch, name, None), torch.dtype):
-                return getattr(torch, name)
-        self.recorded.add(f"{module}.{name}")
-        return _recorded_class(module, name)
-
-    def persistent_load(self, saved_id: Any) -> Any:
-        if not isinstance(saved_id, tuple) or not saved_id or saved_id[0] != "storage":
-            raise pickle.UnpicklingError(f"unsupported persistent id {saved_id!r:.80}")
-        _, storage_type, key, _location, numel = saved_id[:5]
-        if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unsupported storage type {storage_type!r}")
-        return self._load_storage(storage_type.dtype, str(key), int(numel))
-
-
-def restricted_load(path: str | os.PathLike) -> tuple[Any, set[str]]:
-    """Read a ``torch.save`` zip archive with `RestrictedUnpickler`; returns (object, recorded names)."""
-    path = Path(path)
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a torch.save zip archive (legacy pickles are not supported)")
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        pickles = [name for name in names if name.endswith("data.pkl") and name.count("/") == 1]
-        if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one <archive>/data.pkl, found {pickles}")
-        prefix = pickles[0][: -len("data.pkl")]
-        byteorder = f"{prefix}byteorder"
-        if byteorder in names and archive.read(byteorder).decode().strip() != "little":
-            raise ValueError(f"{path}: big-endian checkpoints are not supported")
-        cache: dict[str, torch.Tensor] = {}
-
-        def load_storage(dtype: torch.dtype, key: str, numel: int) -> torch.Tensor:
-            if key not in cache:
-                data = bytearray(archive.read(f"{prefix}data/{key}"))
-                storage = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
-                cache[key] = storage
-            return cache[key]
-
-        unpickler = RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), load_storage)
-        return unpickler.load(), unpickler.recorded
+# what a pickle built from a global it names (recorded, never imported nor executed)
+RecordedObject = OpaqueObject
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
-    """Load a checkpoint safely: ``torch.load(weights_only=True)``, else `restricted_load`."""
+    """Load a checkpoint safely: safetensors, or any ``torch.save`` file through the restricted unpickler."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        logger.info(
-            "weights-only load of %s refused (%s); reading it with the restricted unpickler", path, first_line
-        )
+        return load_safetensors(path)
     loaded, recorded = restricted_load(path)
     if recorded:
         logger.info("%s: recorded, not imported: %s", path, ", ".join(sorted(recorded)))
@@ -323,19 +167,16 @@ _TOP_RULES = [
 
 def map_key(key: str) -> str | None:
     """Our parameter name for an official DTTNet key (None for keys we drop or do not know)."""
-    for pattern, replacement in _TOP_RULES:
-        if re.fullmatch(pattern, key):
-            return re.sub(f"^{pattern}$", replacement, key)
+    top = apply_rules(key, _TOP_RULES)
+    if top is not None:
+        return top
     for prefix_pattern, prefix_replacement in _BLOCK_PREFIXES:
         match = re.match(prefix_pattern, key)
         if not match:
             continue
-        rest = key[match.end() :]
-        for pattern, replacement in _BLOCK_RULES:
-            if re.fullmatch(pattern, rest):
-                return re.sub(f"^{prefix_pattern}", prefix_replacement, key[: match.end()]) + re.sub(
-                    f"^{pattern}$", replacement, rest
-                )
+        rest = apply_rules(key[match.end() :], _BLOCK_RULES)
+        if rest is not None:
+            return match.expand(prefix_replacement) + rest
     return None
 
 
@@ -485,19 +326,6 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, tor
     return converted, unknown
 
 
-def preprocessor_config(config: DTTNetConfig) -> dict[str, Any]:
-    """The feature extractor settings saved next to the model (``preprocessor_config.json``)."""
-    return {
-        "feature_extractor_type": "SourceSeparationFeatureExtractor",
-        "feature_size": config.audio_channels,
-        "sampling_rate": config.sampling_rate,
-        "padding_value": 0.0,
-        "padding_side": "right",
-        "return_attention_mask": False,
-        "channel_policy": "auto",
-    }
-
-
 def load_original_model(
     source: str | os.PathLike,
     *,
@@ -515,26 +343,12 @@ def load_original_model(
     converted, unexpected = convert_state_dict(state)
     model = DTTNetForSourceSeparation(config)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    unexpected += sorted(set(converted) - set(expected))
-    mismatched = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in converted.items()
-        if key in expected and value.shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = [
-            f"{title} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else "")
-            for title, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
-            )
-            if keys
-        ]
-        raise ValueError(
-            f"the checkpoint at {source} does not match the DTTNet architecture: " + "; ".join(problems)
-        )
+    check_state_dict(
+        converted,
+        expected,
+        f"the checkpoint at {source} does not match the DTTNet architecture: ",
+        unconsumed=unexpected,
+    )
     model.load_state_dict(
         {key: value.to(expected[key].dtype) for key, value in converted.items()}, strict=True
     )
@@ -558,33 +372,9 @@ def convert_checkpoint(
     (e.g. ``hop_length``, ``dim_t``, ``overlap_samples``). Raises `ValueError` when the checkpoint does
     not match the architecture and `FileExistsError` when ``output_dir`` exists without ``overwrite``.
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already exists (pass overwrite=True / --overwrite to replace it)"
-        )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"{output_dir} exists and is not a folder")
+    output_dir = check_output_dir(output_dir, overwrite)
     model = load_original_model(source, target=target, residual_name=residual_name, overrides=overrides)
-
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging)
-        (staging / "preprocessor_config.json").write_text(
-            json.dumps(preprocessor_config(model.config), indent=2) + "\n"
-        )
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
-            os.replace(output_dir, retired / output_dir.name)
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+    return save_model_folder(model, output_dir, overwrite=overwrite, protected=source_files(source))
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -616,7 +406,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="context discarded per chunk side (default: checkpoint, else 3072)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the converted model's files in OUT if it exists"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,10 +10,11 @@ Accepted sources:
   whole ModelScope ``MossFormer`` (``encoder.*``, ``decoder.*``, ``mask_net.*``/``masknet.*``),
   possibly nested under ``"state_dict"``/``"model"`` and possibly prefixed (``module.``, ``model.``).
 
-Pickled files are read with ``torch.load(..., weights_only=True)``: tensors and plain containers
-only, nothing is executed. The architecture comes from ``configuration.json`` when present (next
-to a combined file as well), otherwise from the tensor shapes, with the release's values for what
-shapes cannot tell (``group_size``, ``causal``, ``attn_dropout``, ``norm`` between ``ln``/``cln``);
+Pickled files are read by the restricted unpickler of `demixers.conversion` (as with
+``torch.load(..., weights_only=True)``): tensors and plain containers only, nothing is executed.
+The architecture comes from ``configuration.json`` when present (next to a combined file as well),
+otherwise from the tensor shapes, with the release's values for what shapes cannot tell
+(``group_size``, ``causal``, ``attn_dropout``, ``norm`` between ``ln``/``cln``);
 ``config_overrides`` can set any `MossFormerConfig` field.
 
 Command line (through the package CLI): ``demixers convert modelscope-mossformer SRC OUT [--overwrite]``.
@@ -24,15 +25,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from demixers.conversion import (
+    check_output_dir,
+    check_state_dict,
+    load_safetensors,
+    map_key,
+    restricted_load,
+    save_model_folder,
+    source_files,
+)
 
 from .configuration_mossformer import MossFormerConfig
 from .modeling_mossformer import MossFormerForSourceSeparation
@@ -97,19 +105,15 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+        return load_safetensors(path)
+    loaded, recorded = restricted_load(path)
+    if recorded:
         raise ValueError(
-            f"{path} is not a plain state dict: it pickles objects other than tensors and containers, "
-            f"which are refused for safety (torch.load(weights_only=True)). Re-save it as a state dict "
-            f"(torch.save(model.state_dict(), ...)). Details: {str(error).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {error}") from None
+            f"{path} is not a plain state dict: it pickles objects other than tensors and containers "
+            f"({', '.join(sorted(recorded)[:5])}), which are refused for safety (as with "
+            "torch.load(weights_only=True)); nothing was imported or run. Re-save it as a state dict "
+            "(torch.save(model.state_dict(), ...))."
+        )
     return _unwrap_state_dict(loaded, str(path))
 
 
@@ -294,13 +298,6 @@ def config_from_shapes(parts: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[
 # ---------------------------------------------------------------------------------------------
 
 
-def _apply_rules(key: str, rules: list[tuple[str, str]]) -> str | None:
-    for pattern, replacement in rules:
-        if re.fullmatch(pattern, key):
-            return re.sub(pattern, replacement, key)
-    return None
-
-
 def _check_derived(name: str, tensor: torch.Tensor, expected: torch.Tensor) -> None:
     """Buffers the reference stores but we recompute must hold the standard values."""
     if tensor.shape != expected.shape or not torch.allclose(tensor.float(), expected, rtol=1e-6, atol=0.0):
@@ -340,10 +337,10 @@ def convert_state_dict(
                 if rest == "rotary_pos_emb.freqs":
                     _check_derived(key, value, rotary)
                 continue  # parameter-free here: cosines/sines are recomputed
-            new = _apply_rules(rest, _LAYER_RULES)
+            new = map_key(rest, _LAYER_RULES)
             new = None if new is None else f"mask_net.layers.{index}.{new}"
         else:
-            new = _apply_rules(key, _MASK_NET_RULES)
+            new = map_key(key, _MASK_NET_RULES)
             new = None if new is None else f"mask_net.{new}"
         if new is None:
             unexpected.append(f"masknet.bin:{key}")
@@ -387,19 +384,6 @@ def build_config(
 # ---------------------------------------------------------------------------------------------
 
 
-def preprocessor_config(config: MossFormerConfig) -> dict[str, Any]:
-    """The feature extractor settings saved next to the model (``preprocessor_config.json``)."""
-    return {
-        "feature_extractor_type": "SourceSeparationFeatureExtractor",
-        "feature_size": config.audio_channels,
-        "sampling_rate": config.sampling_rate,
-        "padding_value": 0.0,
-        "padding_side": "right",
-        "return_attention_mask": False,
-        "channel_policy": "auto",
-    }
-
-
 def convert_checkpoint(
     source: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -412,13 +396,7 @@ def convert_checkpoint(
     Raises `ValueError` (listing the keys) when the checkpoint does not match the architecture,
     `FileExistsError` when ``output_dir`` exists and ``overwrite`` is False.
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already exists (pass overwrite=True / --overwrite to replace it)"
-        )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"{output_dir} exists and is not a folder")
+    output_dir = check_output_dir(output_dir, overwrite)
 
     parts, configuration = load_original_checkpoint(source)
     config = build_config(parts, configuration, config_overrides)
@@ -426,49 +404,20 @@ def convert_checkpoint(
 
     model = MossFormerForSourceSeparation(config)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected += sorted(set(state_dict) - set(expected))
-    mismatched = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in state_dict.items()
-        if key in expected and value.shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = [
-            f"{title} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else "")
-            for title, keys in (
-                ("missing keys", missing),
-                ("unexpected keys", unexpected),
-                ("shape mismatches", mismatched),
-            )
-            if keys
-        ]
-        raise ValueError(
-            f"the checkpoint at {source} does not match the MossFormer architecture: " + "; ".join(problems)
-        )
+    check_state_dict(
+        state_dict,
+        expected,
+        f"the checkpoint at {source} does not match the MossFormer architecture: ",
+        unconsumed=unexpected,
+    )
     model.load_state_dict(
         {key: value.to(expected[key].dtype) for key, value in state_dict.items()}, strict=True
     )
     model.eval()
-
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging)
-        (staging / "preprocessor_config.json").write_text(
-            json.dumps(preprocessor_config(config), indent=2) + "\n"
-        )
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
-            os.replace(output_dir, retired / output_dir.name)
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+    source = Path(source)
+    folder = source if source.is_dir() else source.parent
+    protected = [*source_files(source), folder / "configuration.json"]
+    return save_model_folder(model, output_dir, overwrite=overwrite, protected=protected)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

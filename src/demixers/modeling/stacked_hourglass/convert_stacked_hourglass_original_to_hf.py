@@ -28,18 +28,18 @@ Command line: ``demixers convert stacked-hourglass SRC OUT [--source-names a,b] 
 from __future__ import annotations
 
 import argparse
-import json
+import glob
 import os
 import re
-import shutil
 import struct
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from demixers.conversion import check_output_dir, check_state_dict, save_model_folder, source_files
 
 from .configuration_stacked_hourglass import StackedHourglassConfig
 from .modeling_stacked_hourglass import StackedHourglassForSourceSeparation
@@ -371,43 +371,14 @@ def load_original_model(
     config = StackedHourglassConfig(source_names=source_names, **kwargs)
     converted, unexpected = convert_variables(variables, config.hourglass_depth)
     model = StackedHourglassForSourceSeparation(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    unexpected += sorted(set(converted) - set(expected))
-    mismatched = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in converted.items()
-        if key in expected and value.shape != expected[key].shape
-    ]
-    if missing or unexpected or mismatched:
-        problems = [
-            f"{title} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else "")
-            for title, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape mismatches", mismatched),
-            )
-            if keys
-        ]
-        raise ValueError(
-            f"the checkpoint at {source} does not match the stacked hourglass architecture: "
-            + "; ".join(problems)
-        )
+    check_state_dict(
+        converted,
+        model.state_dict(),
+        f"the checkpoint at {source} does not match the stacked hourglass architecture: ",
+        unconsumed=unexpected,
+    )
     model.load_state_dict(converted, strict=True)
     return model.eval()
-
-
-def preprocessor_config(config: StackedHourglassConfig) -> dict[str, Any]:
-    """The feature extractor settings saved next to the model (``preprocessor_config.json``)."""
-    return {
-        "feature_extractor_type": "SourceSeparationFeatureExtractor",
-        "feature_size": config.audio_channels,
-        "sampling_rate": config.sampling_rate,
-        "padding_value": 0.0,
-        "padding_side": "right",
-        "return_attention_mask": False,
-        "channel_policy": "auto",
-    }
 
 
 def convert_checkpoint(
@@ -423,33 +394,13 @@ def convert_checkpoint(
     Raises `ValueError` when the checkpoint does not match the architecture and `FileExistsError`
     when ``output_dir`` exists without ``overwrite``.
     """
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not overwrite:
-        raise FileExistsError(
-            f"{output_dir} already exists (pass overwrite=True / --overwrite to replace it)"
-        )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"{output_dir} exists and is not a folder")
+    output_dir = check_output_dir(output_dir, overwrite)
     model = load_original_model(source, source_names=source_names, overrides=overrides)
-
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        model.save_pretrained(staging)
-        (staging / "preprocessor_config.json").write_text(
-            json.dumps(preprocessor_config(model.config), indent=2) + "\n"
-        )
-        if output_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old.", dir=output_dir.parent))
-            os.replace(output_dir, retired / output_dir.name)
-            os.replace(staging, output_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, output_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+    prefix = resolve_checkpoint_prefix(source)
+    protected = [*prefix.parent.glob(f"{glob.escape(prefix.name)}.*"), prefix.parent / "checkpoint"]
+    if Path(source).is_dir():
+        protected += source_files(source)
+    return save_model_folder(model, output_dir, overwrite=overwrite, protected=protected)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -461,7 +412,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="comma-separated mask names (default: accompaniment,vocals for 2 masks; "
         "bass,drums,other,vocals for 4)",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the converted model's files in OUT if it exists"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
