@@ -125,3 +125,61 @@ def test_pipeline_refuses_rates_below_1_khz(speech_toy) -> None:
         speech_toy(np.zeros(4000, np.float32), sampling_rate=500)
     with pytest.raises(ValueError, match="500 Hz"):
         speech_toy({"array": np.zeros(4000, np.float32), "sampling_rate": 500})
+
+
+# -- 7. a list input: an error names the right item ------------------------------------------
+
+
+def test_list_input_error_names_the_failing_item_for_model_errors(speech_toy, monkeypatch) -> None:
+    quiet = np.full(8000, 0.1, dtype=np.float32)
+    loud = np.full(8000, 0.9, dtype=np.float32)
+    forward = speech_toy._separate_chunks
+
+    def fails_on_loud_chunks(chunks):
+        if float(chunks.abs().max()) > 0.5:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return forward(chunks)
+
+    monkeypatch.setattr(speech_toy, "_separate_chunks", fails_on_loud_chunks)
+    with pytest.raises(RuntimeError, match=r"^inputs\[1\]: CUDA out of memory"):
+        speech_toy([quiet, loud], sampling_rate=8000)
+    with pytest.raises(RuntimeError, match=r"^inputs\[2\]: CUDA out of memory"):
+        speech_toy([{"array": quiet, "sampling_rate": 8000}] * 2 + [{"array": loud, "sampling_rate": 8000}])
+
+
+def test_list_input_bad_option_is_not_blamed_on_inputs_0(speech_toy) -> None:
+    good = np.zeros(8000, dtype=np.float32)
+    with pytest.raises(ValueError) as error_info:
+        speech_toy([good, good], sampling_rate=8000, segment=-1.0)
+    assert "segment" in str(error_info.value)
+    assert "inputs[" not in str(error_info.value)
+    with pytest.raises(ValueError) as error_info:
+        speech_toy([good, good], sampling_rate=10)
+    assert "10 Hz" in str(error_info.value) and "inputs[" not in str(error_info.value)
+
+
+def test_list_input_error_from_an_unrebuildable_exception_keeps_its_type_and_names_the_item(
+    speech_toy, monkeypatch
+) -> None:
+    class CodedError(RuntimeError):
+        def __init__(self, code: int) -> None:
+            super().__init__(code)
+            self.code = code
+
+        def __str__(self) -> str:
+            return f"decoder error {self.code}"
+
+    good = np.full(8000, 0.25, dtype=np.float32)
+    calls = iter(range(100))
+    forward = speech_toy._separate_chunks
+
+    def fails_on_second_item(chunks):
+        if next(calls) >= 1:
+            raise CodedError(7)
+        return forward(chunks)
+
+    monkeypatch.setattr(speech_toy, "_separate_chunks", fails_on_second_item)
+    with pytest.raises(CodedError) as error_info:
+        speech_toy([good, good], sampling_rate=8000, segment=1.0)
+    assert error_info.value.code == 7
+    assert "while separating inputs[1]" in error_info.value.__notes__
