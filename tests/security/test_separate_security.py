@@ -7,7 +7,17 @@ hostile conditions (a full disk, a failure half-way through replacing stems, SIG
 
 from __future__ import annotations
 
+import errno
 import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -17,8 +27,29 @@ import soundfile
 
 from demixers import audio_utils
 from demixers.audio_utils import check_sampling_rate
+from demixers.cli import main
 from demixers.feature_extraction_separation import SourceSeparationFeatureExtractor
+from demixers.pipelines import cli as separate_cli
 from demixers.pipelines.audio_io import AudioFile, read_audio
+
+REPO = Path(__file__).resolve().parents[2]
+MUSIC_STEMS = ["drums", "bass", "other", "vocals"]
+TEMPORARY = re.compile(r"demixers-tmp|\.tmp$|\.part$")
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) if folder.exists() else []
+
+
+def temporaries(folder: Path) -> list[str]:
+    return [name for name in tree(folder) if TEMPORARY.search(name)]
+
+
+def stereo_mixture(path: Path, seconds: float = 0.6, sampling_rate: int = 22050) -> np.ndarray:
+    t = np.arange(round(seconds * sampling_rate)) / sampling_rate
+    mixture = np.stack([0.3 * np.sin(2 * np.pi * 330 * t), 0.3 * np.sin(2 * np.pi * 550 * t + 1)])
+    soundfile.write(path, mixture.T.astype(np.float32), sampling_rate, subtype="FLOAT")
+    return mixture.astype(np.float32)
 
 
 def flac_claiming_frames(frames: int, sampling_rate: int = 8000) -> bytes:
@@ -39,8 +70,14 @@ def wav_header_claiming_frames(frames: int) -> bytes:
 
     data_bytes = min(2 * frames, 0xFFFFFFFF - 36)
     fmt = struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
-    return b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE" + b"fmt " + fmt + b"data" + struct.pack(
-        "<I", data_bytes
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVE"
+        + b"fmt "
+        + fmt
+        + b"data"
+        + struct.pack("<I", data_bytes)
     )
 
 
@@ -183,3 +220,380 @@ def test_list_input_error_from_an_unrebuildable_exception_keeps_its_type_and_nam
         speech_toy([good, good], sampling_rate=8000, segment=1.0)
     assert error_info.value.code == 7
     assert "while separating inputs[1]" in error_info.value.__notes__
+
+
+# -- 1. every output path stays inside -o -----------------------------------------------------
+
+
+def model_with_labels(source_dir: str, destination: Path, labels: list[str]) -> str:
+    """A copy of a saved model whose config.json is edited on disk (no validation on the way)."""
+    shutil.copytree(source_dir, destination)
+    config_path = destination / "config.json"
+    config = json.loads(config_path.read_text())
+    config["source_names"] = labels
+    config_path.write_text(json.dumps(config))
+    return str(destination)
+
+
+def test_source_names_that_are_paths_write_nothing_outside_the_output_folder(
+    tmp_path: Path, speech_toy_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absolute = tmp_path / "elsewhere" / "y"  # an absolute label (under tmp_path, not the real /tmp)
+    model = model_with_labels(speech_toy_dir, tmp_path / "evil_model", ["../../x", str(absolute)])
+    work = tmp_path / "work"
+    out = work / "deep" / "out"
+    work.mkdir()
+    song = work / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    before = tree(tmp_path)
+    code = main(["separate", str(song), "-m", model, "-o", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "../../x" in lines[0], err
+    assert "Traceback" not in err
+    assert tree(tmp_path) == before  # nothing created anywhere: not x.wav, not y.wav, not even out/
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [["ok", ".."], ["ok", "."], ["ok", ""], ["a/b", "ok"], ["ok", "ok"], ["ok", "bad\nname"], ["a\\b", "ok"]],
+)
+def test_labels_that_are_not_plain_file_names_are_refused(labels: list[str]) -> None:
+    with pytest.raises(ValueError, match="source name"):
+        separate_cli.check_labels(labels, "model")
+    assert separate_cli.check_labels(["vocals", "drums.v2", "speaker 1"], "model") == [
+        "vocals",
+        "drums.v2",
+        "speaker 1",
+    ]
+
+
+def test_writer_refuses_targets_outside_its_root_even_from_a_direct_caller(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    class OneBlock:
+        sampling_rate, channels, length = 8000, 1, 4
+
+        def __iter__(self):
+            yield np.zeros((2, 1, 4), dtype=np.float32)
+
+    escaping = [out / "song" / "a.wav", out / "song" / ".." / ".." / "b.wav"]
+    with pytest.raises(ValueError, match="outside the output folder"):
+        separate_cli.write_stream(OneBlock(), escaping, "wav", 32, name="song", root=out)
+    (tmp_path / "outside").mkdir()
+    (out / "song").mkdir(parents=True)
+    (out / "song" / "link").symlink_to(tmp_path / "outside")  # a folder symlink out of -o
+    with pytest.raises(ValueError, match="outside the output folder"):
+        separate_cli.write_stream(
+            OneBlock(),
+            [out / "song" / "link" / "a.wav", out / "song" / "link" / "b.wav"],
+            "wav",
+            32,
+            root=out,
+        )
+    assert tree(tmp_path / "outside") == []
+    separate_cli.write_stream(
+        OneBlock(), [out / "song" / "a.wav", out / "song" / "b.wav"], "wav", 32, root=out
+    )
+    assert sorted(p.name for p in (out / "song").iterdir()) == ["a.wav", "b.wav", "link"]
+
+
+@pytest.mark.parametrize(("file_name", "folder"), [("...wav", "__"), ("..wav", "_"), ("a\\b.wav", "a_b")])
+def test_input_whose_stem_is_not_a_folder_name_gets_a_safe_one(
+    tmp_path: Path, speech_toy_dir: str, file_name: str, folder: str
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    source = inputs / file_name
+    soundfile.write(source, np.full(8000, 0.1, dtype=np.float32), 8000, format="WAV")
+    out = tmp_path / "space" / "out"
+    assert main(["separate", str(source), "-m", speech_toy_dir, "-o", str(out), "-q"]) == 0
+    assert tree(tmp_path / "space") == [
+        "out",
+        f"out/{folder}",
+        f"out/{folder}/speaker_1.wav",
+        f"out/{folder}/speaker_2.wav",
+    ]
+
+
+# -- 2. --overwrite replaces the stems of one input all or nothing ----------------------------
+
+
+def write_old_stems(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for index, name in enumerate(MUSIC_STEMS):
+        soundfile.write(
+            folder / f"{name}.wav", np.full((100, 2), 0.01 * (index + 1), dtype=np.float32), 22050
+        )
+
+
+def assert_old_stems(folder: Path) -> None:
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.wav" for name in MUSIC_STEMS)
+    for index, name in enumerate(MUSIC_STEMS):
+        data, _ = soundfile.read(folder / f"{name}.wav", dtype="float32")
+        assert data.shape == (100, 2)
+        np.testing.assert_allclose(data, 0.01 * (index + 1), atol=1e-4)
+
+
+@pytest.mark.parametrize("fmt_options", [[], ["--bit-depth", "32"]])
+def test_overwrite_failing_on_the_second_rename_keeps_every_old_stem(
+    tmp_path: Path,
+    music_toy_dir: str,
+    monkeypatch,
+    capsys: pytest.CaptureFixture[str],
+    fmt_options: list[str],
+) -> None:
+    song = tmp_path / "song.wav"
+    stereo_mixture(song)
+    out = tmp_path / "out"
+    write_old_stems(out / "song")
+    real_replace = os.replace
+
+    def replace(source, destination, *args, **kwargs):
+        staged = Path(source).name.endswith((".part", ".tmp"))  # a new stem (.tmp: before the fix)
+        if Path(destination).name == "bass.wav" and staged:
+            raise OSError(errno.EIO, "Input/output error (injected)", str(destination))
+        return real_replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    argv = ["separate", str(song), "-m", music_toy_dir, "-o", str(out), "--overwrite", "-q", *fmt_options]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "injected" in err and "Traceback" not in err
+    assert_old_stems(out / "song")  # drums.wav was renamed first: it must be the old one again
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert main(argv) == 0  # and a later run replaces the whole set
+    assert sorted(p.name for p in (out / "song").iterdir()) == sorted(f"{n}.wav" for n in MUSIC_STEMS)
+    assert soundfile.info(out / "song" / "drums.wav").frames == round(0.6 * 22050)
+
+
+def test_overwrite_where_some_stems_are_new_removes_the_new_ones_on_failure(
+    tmp_path: Path, music_toy_dir: str, monkeypatch
+) -> None:
+    song = tmp_path / "song.wav"
+    stereo_mixture(song)
+    out = tmp_path / "out"
+    (out / "song").mkdir(parents=True)
+    soundfile.write(out / "song" / "vocals.wav", np.full((100, 2), 0.04, dtype=np.float32), 22050)
+    real_replace = os.replace
+
+    def replace(source, destination, *args, **kwargs):
+        if Path(destination).name == "vocals.wav" and Path(source).name.endswith((".part", ".tmp")):
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        return real_replace(source, destination, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["separate", str(song), "-m", music_toy_dir, "-o", str(out), "--overwrite", "-q"]) == 1
+    assert tree(out) == ["song", "song/vocals.wav"]
+    np.testing.assert_allclose(soundfile.read(out / "song" / "vocals.wav")[0], 0.04, atol=1e-4)
+
+
+def test_overwrite_failing_in_the_encoder_of_the_second_stem_keeps_every_old_stem(
+    tmp_path: Path, music_toy_dir: str, monkeypatch
+) -> None:
+    song = tmp_path / "song.wav"
+    stereo_mixture(song)
+    out = tmp_path / "out"
+    write_old_stems(out / "song")
+    real_transcode = separate_cli._transcode
+    calls = []
+
+    def transcode(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise RuntimeError("encoder crashed (injected)")
+        return real_transcode(*args, **kwargs)
+
+    monkeypatch.setattr(separate_cli, "_transcode", transcode)
+    assert main(["separate", str(song), "-m", music_toy_dir, "-o", str(out), "--overwrite", "-q"]) == 1
+    assert len(calls) == 2
+    assert_old_stems(out / "song")
+
+
+# -- 4. a full disk is reported as such, with the path ----------------------------------------
+
+
+def test_full_disk_in_libsndfile_is_reported_with_the_path(
+    tmp_path: Path, speech_toy_dir: str, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    out = tmp_path / "out"
+
+    def write(self, data):
+        raise soundfile.LibsndfileError(2)  # SF_ERR_SYSTEM: what a failed write(2) becomes
+
+    class Usage:
+        total, used, free = 10 * 2**30, 10 * 2**30, 0
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", write)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage())
+    assert str(soundfile.LibsndfileError(2)) == "System error."
+    assert main(["separate", str(song), "-m", speech_toy_dir, "-o", str(out), "-q"]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "disk is full" in lines[0] and str(out / "song" / "speaker_1.wav") in lines[0]
+    assert "System error" not in lines[0]
+    assert tree(out) == []
+
+
+def test_enospc_while_encoding_mp3_is_reported_with_the_path(
+    tmp_path: Path, speech_toy_dir: str, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("lameenc")
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    out = tmp_path / "out"
+    real_transcode = separate_cli._transcode
+
+    def transcode(source, target, *args):
+        if Path(target).name.startswith(".speaker_2"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_transcode(source, target, *args)
+
+    monkeypatch.setattr(separate_cli, "_transcode", transcode)
+    assert main(["separate", str(song), "-m", speech_toy_dir, "-o", str(out), "--format", "mp3", "-q"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line
+    assert "disk is full" in line and str(out / "song" / "speaker_2.mp3") in line
+    assert tree(out) == []
+
+
+def test_other_libsndfile_write_errors_name_the_path(
+    tmp_path: Path, speech_toy_dir: str, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    out = tmp_path / "out"
+
+    def write(self, data):
+        raise soundfile.LibsndfileError(2)
+
+    monkeypatch.setattr(soundfile.SoundFile, "write", write)  # plenty of space left: not "disk full"
+    assert main(["separate", str(song), "-m", speech_toy_dir, "-o", str(out), "-q"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert str(out / "song" / "speaker_1.wav") in line and "could not write" in line
+    assert "disk is full" not in line
+
+
+# -- 3. SIGTERM like SIGINT; temporaries of a SIGKILLed run are cleaned by the next one -------
+
+SLOW_RUN = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    import demixers
+    from tests.toy_models import ToySplitterConfig, ToySplitterForSourceSeparation
+    demixers.register_model_family(ToySplitterConfig, ToySplitterForSourceSeparation)
+    from demixers.cli import main
+    from demixers.pipelines.audio_source_separation import AudioSourceSeparationPipeline
+
+    forward = AudioSourceSeparationPipeline._separate_chunks
+
+    def slow(self, chunks):
+        time.sleep(0.5)  # long enough to be interrupted while the temporaries exist
+        return forward(self, chunks)
+
+    AudioSourceSeparationPipeline._separate_chunks = slow
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def start_slow_run(tmp_path: Path, model: str, out: Path, *options: str) -> subprocess.Popen:
+    script = tmp_path / "slow_run.py"
+    script.write_text(SLOW_RUN.format(repo=str(REPO)))
+    song = tmp_path / "song.wav"
+    stereo_mixture(song, seconds=20.0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(script), "separate", str(song), "-m", model, "-o", str(out)]
+    return subprocess.Popen(
+        [*command, "--segment", "0.5", "-q", *options], env=env, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_temporaries(process: subprocess.Popen, folder: Path, timeout: float = 240.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = temporaries(folder)
+        if found:
+            time.sleep(1.0)  # well inside the separation loop
+            return found
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended early ({process.returncode}): {process.stderr.read()}")
+        time.sleep(0.1)
+    process.kill()
+    raise AssertionError("no temporary file appeared")
+
+
+def test_sigterm_mid_run_removes_temporaries_and_exits_143(tmp_path: Path, music_toy_dir: str) -> None:
+    out = tmp_path / "out"
+    process = start_slow_run(tmp_path, music_toy_dir, out)
+    try:
+        wait_for_temporaries(process, out)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, err
+    assert "Traceback" not in err and "terminated" in err
+    assert tree(out) == []  # no temporaries, no stems, and the folder it created is gone
+
+
+def test_sigkill_leaves_recognisable_temporaries_that_the_next_run_removes(
+    tmp_path: Path, music_toy_dir: str
+) -> None:
+    out = tmp_path / "out"
+    process = start_slow_run(tmp_path, music_toy_dir, out, "--bit-depth", "32")
+    try:
+        wait_for_temporaries(process, out)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    left = temporaries(out)
+    assert left and all(f"demixers-tmp-{process.pid}-" in name for name in left), left
+    folder = out / "song"
+    # not ours: a live process's temporary (this test's pid), names that only look similar, user files
+    foreign = {
+        f".drums.wav.demixers-tmp-{os.getpid()}-0123abcd.part": b"live run",
+        ".drums.wav.demixers-tmp-x-0123abcd.part": b"not a pid",
+        "drums.wav.demixers-tmp-1-0123abcd.part.keep": b"not the pattern",
+        "notes.txt": b"mine",
+    }
+    for name, content in foreign.items():
+        (folder / name).write_bytes(content)
+    assert main(["separate", str(tmp_path / "song.wav"), "-m", music_toy_dir, "-o", str(out), "-q"]) == 0
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == sorted([*foreign, *(f"{n}.wav" for n in MUSIC_STEMS)])
+    for name, content in foreign.items():
+        assert (folder / name).read_bytes() == content
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_backup_of_a_killed_replacement_is_put_back(tmp_path: Path) -> None:
+    folder = tmp_path / "song"
+    folder.mkdir()
+    pid = dead_pid()
+    (folder / "drums.wav").write_bytes(b"new drums")  # the killed run had renamed this one
+    (folder / f".drums.wav.demixers-tmp-{pid}-0123abcd.old").write_bytes(b"old drums")
+    (folder / "bass.wav").write_bytes(b"old bass")  # ... not yet this one
+    (folder / f".bass.wav.demixers-tmp-{pid}-0123abcd.old").write_bytes(b"old bass")
+    (folder / f".bass.wav.demixers-tmp-{pid}-0123abcd.part").write_bytes(b"new bass")
+    (folder / "other.wav").write_bytes(b"old other")  # backed up as a hard link, not replaced yet
+    os.link(folder / "other.wav", folder / f".other.wav.demixers-tmp-{pid}-0123abcd.old")
+    cleaned = separate_cli.remove_stale_temporaries(folder)
+    assert len(cleaned) == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["bass.wav", "drums.wav", "other.wav"]
+    assert (folder / "other.wav").read_bytes() == b"old other"
+    assert (folder / "drums.wav").read_bytes() == b"old drums"
+    assert (folder / "bass.wav").read_bytes() == b"old bass"
