@@ -597,3 +597,165 @@ def test_stale_backup_of_a_killed_replacement_is_put_back(tmp_path: Path) -> Non
     assert (folder / "other.wav").read_bytes() == b"old other"
     assert (folder / "drums.wav").read_bytes() == b"old drums"
     assert (folder / "bass.wav").read_bytes() == b"old bass"
+
+
+# -- 5. corrupt model files, absurd sizes, memory errors: one line, never a traceback ----------
+
+
+def corrupt_copy(source_dir: str, destination: Path, how: str) -> str:
+    shutil.copytree(source_dir, destination)
+    if how == "truncated safetensors":
+        weights = destination / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "garbage safetensors":
+        (destination / "model.safetensors").write_bytes(b"\xff" * 8 + b"not a header")
+    elif how == "config not json":
+        (destination / "config.json").write_text('{"model_type": "demixers_toy_splitter", ')
+    return str(destination)
+
+
+@pytest.mark.parametrize("how", ["truncated safetensors", "garbage safetensors", "config not json"])
+def test_separate_with_a_corrupt_model_folder_is_one_line_and_exit_2(
+    tmp_path: Path, speech_toy_dir: str, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    model = corrupt_copy(speech_toy_dir, tmp_path / "model", how)
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    assert main(["separate", str(song), "-m", model, "-o", str(tmp_path / "out"), "-q"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "could not load model" in lines[0] and model in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("how", ["truncated safetensors", "config not json"])
+def test_evaluate_with_a_corrupt_model_folder_is_one_line_and_exit_2(
+    tmp_path: Path, speech_toy_dir: str, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    model = corrupt_copy(speech_toy_dir, tmp_path / "model", how)
+    code = main(
+        ["evaluate", "-m", model, "-d", str(tmp_path / "nowhere"), "-o", str(tmp_path / "eval"), "-q"]
+    )
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "could not load model" in lines[0], lines
+
+
+def test_absurd_batch_size_is_refused_before_allocating(
+    tmp_path: Path, speech_toy_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    tracemalloc.start()
+    try:
+        code = main(
+            [
+                "separate",
+                str(song),
+                "-m",
+                speech_toy_dir,
+                "-o",
+                str(tmp_path / "out"),
+                "--batch-size",
+                "1000000000",
+                "-q",
+            ]
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 2
+    line = capsys.readouterr().err.strip()
+    assert "--batch-size 1000000000" in line and "GiB" in line and "\n" not in line
+    assert peak < 256 * 2**20
+    assert not (tmp_path / "out").exists()
+    code = main(
+        [
+            "evaluate",
+            "-m",
+            speech_toy_dir,
+            "-d",
+            str(tmp_path / "nowhere"),
+            "--batch-size",
+            "1000000000",
+            "-q",
+        ]
+    )
+    assert code == 2
+    assert "--batch-size 1000000000" in capsys.readouterr().err
+
+
+def test_memory_error_while_separating_an_input_is_one_line_and_exit_1(
+    tmp_path: Path, speech_toy_dir: str, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from demixers.pipelines.audio_source_separation import AudioSourceSeparationPipeline
+
+    def no_memory(self, chunks):
+        raise MemoryError
+
+    monkeypatch.setattr(AudioSourceSeparationPipeline, "_separate_chunks", no_memory)
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    assert main(["separate", str(song), "-m", speech_toy_dir, "-o", str(tmp_path / "out"), "-q"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "out of memory" in lines[0] and str(song) in lines[0], lines
+    assert tree(tmp_path / "out") == []
+
+
+@pytest.fixture()
+def failing_subcommand(monkeypatch):
+    """A subcommand ``boom`` whose run raises ``failing_subcommand.error`` (the dispatch every
+    subcommand goes through)."""
+    import types
+
+    from demixers import cli as demixers_cli
+
+    module = types.ModuleType("demixers_test_boom")
+    module.configure_parser = lambda parser: None
+
+    def run(args):
+        raise module.error
+
+    module.run = run
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(demixers_cli.SUBCOMMANDS, "boom", (module.__name__, "raises"))
+    return module
+
+
+def safetensor_error() -> BaseException:
+    from safetensors import SafetensorError
+
+    return SafetensorError("Error while deserializing header: invalid header length")
+
+
+@pytest.mark.parametrize(
+    ("make_error", "code", "text"),
+    [
+        (safetensor_error, 2, "Error while deserializing header: invalid header length"),
+        (lambda: json.JSONDecodeError("Expecting value", "{", 1), 2, "Expecting value"),
+        (lambda: ValueError("first line\nsecond line"), 2, "first line"),
+        (lambda: MemoryError(), 1, "out of memory"),
+        (lambda: OSError(errno.ENOSPC, "No space left on device"), 1, "No space left on device"),
+        (lambda: __import__("torch").OutOfMemoryError("CUDA out of memory"), 1, "CUDA out of memory"),
+    ],
+)
+def test_top_level_dispatch_turns_expected_errors_into_one_line(
+    failing_subcommand, monkeypatch, capsys: pytest.CaptureFixture[str], make_error, code: int, text: str
+) -> None:
+    monkeypatch.delenv("DEMIXERS_DEBUG", raising=False)
+    failing_subcommand.error = make_error()
+    assert main(["boom"]) == code
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("demixers boom: error: ") and text in lines[0], lines
+
+
+def test_top_level_dispatch_keeps_tracebacks_of_bugs_and_shows_all_with_demixers_debug(
+    failing_subcommand, monkeypatch
+) -> None:
+    monkeypatch.delenv("DEMIXERS_DEBUG", raising=False)
+    failing_subcommand.error = ZeroDivisionError("a bug")
+    with pytest.raises(ZeroDivisionError):
+        main(["boom"])
+    monkeypatch.setenv("DEMIXERS_DEBUG", "1")
+    failing_subcommand.error = ValueError("expected, but debugging")
+    with pytest.raises(ValueError, match="debugging"):
+        main(["boom"])

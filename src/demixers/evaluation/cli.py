@@ -66,12 +66,26 @@ def run(args: argparse.Namespace) -> int:
     import demixers
 
     from ..datasets_scripts import load_separation_dataset
+    from ..pipelines.chunking import resolve_chunk_settings
+    from ..pipelines.cli import check_forward_memory, first_line, model_load_errors
     from ..utils.model_contract import is_permutation_invariant
     from .aggregate import results_to_markdown
     from .run import evaluate_separation
 
-    separator = pipeline(demixers.PIPELINE_TASK, model=args.model, device=args.device)
+    try:
+        separator = pipeline(demixers.PIPELINE_TASK, model=args.model, device=args.device)
+    except model_load_errors() as error:
+        raise ValueError(f"could not load model {args.model!r}: {first_line(error)}") from None
     config = separator.model.config
+    settings = resolve_chunk_settings(
+        config,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        shifts=args.shifts,
+        seed=args.seed,
+    )
+    check_forward_memory(config, settings, args.batch_size, args.segment)  # before any allocation
     source_names = list(config.source_names)
     if args.sources is not None and len(args.sources) != len(source_names):
         raise ValueError(

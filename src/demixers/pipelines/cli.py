@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     }
     call_kwargs = {key: value for key, value in call_kwargs.items() if value is not None}
     settings = resolve_chunk_settings(config, **call_kwargs)  # option errors now, once, not per input
-    _check_forward_memory(config, settings, args.batch_size, args.segment)
+    check_forward_memory(config, settings, args.batch_size, args.segment)
     call_kwargs["progress"] = not args.quiet and sys.stderr.isatty()
 
     with _sigterm_raises():
@@ -389,7 +389,7 @@ def check_inside(root: Path, targets: Sequence[Path], labels: Sequence[str] | No
             )
 
 
-def _check_forward_memory(config: Any, settings: Any, batch_size: int | None, segment: float | None) -> None:
+def check_forward_memory(config: Any, settings: Any, batch_size: int | None, segment: float | None) -> None:
     """Refuse chunk settings whose one forward pass could not fit in this machine's memory.
 
     The estimate is a lower bound (the float32 input batch and its separated output, nothing of the
@@ -437,6 +437,8 @@ def _check_input_and_targets(source: str, targets: list[Path], overwrite: bool) 
 
 def _one_line(error: BaseException, source: str) -> str:
     message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, MemoryError):
+        message = f"out of memory ({message})"
     return message if source in message else f"{source}: {message}"
 
 
