@@ -759,3 +759,41 @@ def test_top_level_dispatch_keeps_tracebacks_of_bugs_and_shows_all_with_demixers
     failing_subcommand.error = ValueError("expected, but debugging")
     with pytest.raises(ValueError, match="debugging"):
         main(["boom"])
+
+
+# -- 8. `demixers evaluate`: bad inputs are one line ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "text"),
+    [
+        (["--device", "cuda:7"], "--device cuda:7"),
+        (["--device", "tpu-ish"], "not a device name"),
+        (["--segment", "-1"], "segment must be > 0"),
+        (["--max-items", "0"], "--max-items must be positive"),
+    ],
+)
+def test_evaluate_bad_options_are_one_line_and_exit_2(
+    tmp_path: Path, speech_toy_dir: str, capsys: pytest.CaptureFixture[str], options: list[str], text: str
+) -> None:
+    import torch
+
+    if options[0] == "--device" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    code = main(["evaluate", "-m", speech_toy_dir, "-d", str(tmp_path / "nowhere"), "-q", *options])
+    assert code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and text in lines[0], lines
+
+
+def test_evaluate_missing_dataset_is_one_line_and_exit_2(
+    tmp_path: Path, speech_toy_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("not a corpus")
+    for dataset in (tmp_path / "nowhere", tmp_path / "junk"):
+        assert (
+            main(["evaluate", "-m", speech_toy_dir, "-d", str(dataset), "-q", "-o", str(tmp_path / "e")]) == 2
+        )
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and str(dataset) in lines[0], lines

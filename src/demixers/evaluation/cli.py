@@ -62,16 +62,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-items must be positive, got {args.max_items}")
     import numpy as np
     from transformers import pipeline
+    from transformers.utils import logging as transformers_logging
 
     import demixers
 
     from ..datasets_scripts import load_separation_dataset
     from ..pipelines.chunking import resolve_chunk_settings
-    from ..pipelines.cli import check_forward_memory, first_line, model_load_errors
+    from ..pipelines.cli import check_device, check_forward_memory, first_line, model_load_errors
     from ..utils.model_contract import is_permutation_invariant
     from .aggregate import results_to_markdown
     from .run import evaluate_separation
 
+    check_device(args.device)
+    transformers_logging.disable_progress_bar()  # stderr is for our progress bar and one-line errors
     try:
         separator = pipeline(demixers.PIPELINE_TASK, model=args.model, device=args.device)
     except model_load_errors() as error:

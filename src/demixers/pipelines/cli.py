@@ -288,12 +288,28 @@ def _check_format(fmt: str, bit_depth: int | None) -> int | None:
 
 
 def _check_device(device: str) -> str:
+    return check_device(device)
+
+
+def check_device(device: str) -> str:
+    """``device`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) if it exists here, else a ValueError with it."""
     import torch
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("--device mps: no MPS device is available here")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device is available here")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if parsed.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"--device {device}: no MPS device is available here")
     return device
 
 
