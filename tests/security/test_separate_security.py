@@ -797,3 +797,22 @@ def test_evaluate_missing_dataset_is_one_line_and_exit_2(
         )
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(lines) == 1 and str(dataset) in lines[0], lines
+
+
+def test_sigterm_handler_covers_model_loading_and_is_restored_after(
+    tmp_path: Path, monkeypatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    seen = []
+
+    def load(model_id: str, device: str):
+        seen.append(signal.getsignal(signal.SIGTERM))
+        raise separate_cli.SeparationTerminatedError  # what that handler raises on SIGTERM
+
+    monkeypatch.setattr(separate_cli, "_load_pipeline", load)
+    song = tmp_path / "song.wav"
+    soundfile.write(song, np.full(8000, 0.1, dtype=np.float32), 8000)
+    assert main(["separate", str(song), "-m", str(tmp_path), "-o", str(tmp_path / "out"), "-q"]) == 143
+    assert "terminated" in capsys.readouterr().err
+    assert len(seen) == 1 and seen[0] not in (before, signal.SIG_DFL, signal.SIG_IGN)
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -175,6 +175,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM is handled like SIGINT for the whole command (loading included): the writers' cleanup
+    # runs, then exit status 143
+    with _sigterm_raises():
+        try:
+            return _run(args)
+        except SeparationTerminatedError:
+            print("demixers separate: terminated (temporary files removed)", file=sys.stderr)
+            return EXIT_SIGTERM
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.model is None:
         from ..bundled import default_model_dir
 
@@ -207,12 +218,7 @@ def run(args: argparse.Namespace) -> int:
     check_forward_memory(config, settings, args.batch_size, args.segment)
     call_kwargs["progress"] = not args.quiet and sys.stderr.isatty()
 
-    with _sigterm_raises():
-        try:
-            return _separate_all(separator, labels, args, bit_depth, call_kwargs)
-        except SeparationTerminatedError:
-            print("demixers separate: terminated (temporary files removed)", file=sys.stderr)
-            return EXIT_SIGTERM
+    return _separate_all(separator, labels, args, bit_depth, call_kwargs)
 
 
 def _separate_all(
