@@ -351,7 +351,7 @@ def test_overwrite_failing_on_the_second_rename_keeps_every_old_stem(
     real_replace = os.replace
 
     def replace(source, destination, *args, **kwargs):
-        staged = Path(source).name.endswith((".part", ".tmp"))  # a new stem (.tmp: before the fix)
+        staged = Path(source).name.endswith(".tmp")  # a new stem, not a backup (.old)
         if Path(destination).name == "bass.wav" and staged:
             raise OSError(errno.EIO, "Input/output error (injected)", str(destination))
         return real_replace(source, destination, *args, **kwargs)
@@ -379,7 +379,7 @@ def test_overwrite_where_some_stems_are_new_removes_the_new_ones_on_failure(
     real_replace = os.replace
 
     def replace(source, destination, *args, **kwargs):
-        if Path(destination).name == "vocals.wav" and Path(source).name.endswith((".part", ".tmp")):
+        if Path(destination).name == "vocals.wav" and Path(source).name.endswith(".tmp"):
             raise OSError(errno.EIO, "Input/output error (injected)")
         return real_replace(source, destination, *args, **kwargs)
 
@@ -560,9 +560,9 @@ def test_sigkill_leaves_recognisable_temporaries_that_the_next_run_removes(
     folder = out / "song"
     # not ours: a live process's temporary (this test's pid), names that only look similar, user files
     foreign = {
-        f".drums.wav.demixers-tmp-{os.getpid()}-0123abcd.part": b"live run",
-        ".drums.wav.demixers-tmp-x-0123abcd.part": b"not a pid",
-        "drums.wav.demixers-tmp-1-0123abcd.part.keep": b"not the pattern",
+        f".drums.wav.demixers-tmp-{os.getpid()}-0123abcd.tmp": b"live run",
+        ".drums.wav.demixers-tmp-x-0123abcd.tmp": b"not a pid",
+        "drums.wav.demixers-tmp-1-0123abcd.tmp.keep": b"not the pattern",
         "notes.txt": b"mine",
     }
     for name, content in foreign.items():
@@ -588,7 +588,7 @@ def test_stale_backup_of_a_killed_replacement_is_put_back(tmp_path: Path) -> Non
     (folder / f".drums.wav.demixers-tmp-{pid}-0123abcd.old").write_bytes(b"old drums")
     (folder / "bass.wav").write_bytes(b"old bass")  # ... not yet this one
     (folder / f".bass.wav.demixers-tmp-{pid}-0123abcd.old").write_bytes(b"old bass")
-    (folder / f".bass.wav.demixers-tmp-{pid}-0123abcd.part").write_bytes(b"new bass")
+    (folder / f".bass.wav.demixers-tmp-{pid}-0123abcd.tmp").write_bytes(b"new bass")
     (folder / "other.wav").write_bytes(b"old other")  # backed up as a hard link, not replaced yet
     os.link(folder / "other.wav", folder / f".other.wav.demixers-tmp-{pid}-0123abcd.old")
     cleaned = separate_cli.remove_stale_temporaries(folder)

@@ -23,7 +23,7 @@ labels of the model's ``config.source_names``, at the input's sampling rate and 
   stems are first hard-linked to backups, then the new ones are renamed into place; when any
   rename fails the old stems are put back (and stems that did not exist before are removed), so a
   failure never leaves stem 1 new and stem 2 old.
-* Temporary files are named ``.<label>.<ext>.demixers-tmp-<pid>-<hex>.<part|f32.part|old>``. On
+* Temporary files are named ``.<label>.<ext>.demixers-tmp-<pid>-<hex>.<tmp|f32.tmp|old>``. On
   SIGINT and SIGTERM they are removed (exit status 130 and 143). A run killed outright (SIGKILL,
   power loss) leaves them behind; the next run into the same output folder removes those whose
   process is gone (never another live run's, never a file that does not match the pattern), and
@@ -89,10 +89,10 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError,
 
 # Temporary files: `.<target name>.demixers-tmp-<pid>-<token><suffix>`, recognisable by a later run.
 TEMPORARY_MARKER = "demixers-tmp"
-PART_SUFFIX, FLOAT_PART_SUFFIX, BACKUP_SUFFIX = ".part", ".f32.part", ".old"
+PART_SUFFIX, FLOAT_PART_SUFFIX, BACKUP_SUFFIX = ".tmp", ".f32.tmp", ".old"
 _TEMPORARY_NAME = re.compile(
     rf"^\.(?P<target>.+)\.{TEMPORARY_MARKER}-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{{8}})"
-    r"(?P<suffix>\.f32\.part|\.part|\.old)$"
+    r"(?P<suffix>\.f32\.tmp|\.tmp|\.old)$"
 )
 # Free space below which a failed write is reported as a full disk.
 DISK_FULL_BYTES = 1 << 20
