@@ -6,7 +6,9 @@ Conventions used throughout demixers:
 * integer samples are scaled to [-1, 1] (``int16`` by 2**15, ``int32`` by 2**31, ``uint8`` centred
   on 128); float64/float16/bfloat16 are cast to float32;
 * complex, boolean, object and string data are a ``TypeError``; NaN/Inf a ``ValueError`` naming the
-  first bad index.
+  first bad index;
+* sampling rates are integers of at least `MIN_SAMPLING_RATE` (1 kHz): below that no recording is
+  audio a separation model can use, and a tiny rate turns any resampling into a huge allocation.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 CHANNEL_POLICIES = ("auto", "mean", "first")
+MIN_SAMPLING_RATE = 1000
 
 
 def to_numpy(waveform: Any, name: str = "audio") -> np.ndarray:
@@ -72,11 +75,16 @@ def check_finite(array: np.ndarray, name: str = "audio") -> None:
 
 
 def check_sampling_rate(sampling_rate: Any, name: str = "sampling_rate") -> int:
-    """Return ``sampling_rate`` as a positive int or raise."""
+    """Return ``sampling_rate`` as an int of at least `MIN_SAMPLING_RATE` Hz or raise."""
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer, float)):
         raise TypeError(f"{name} must be a positive integer, got {sampling_rate!r}")
     if not np.isfinite(sampling_rate) or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
         raise ValueError(f"{name} must be a positive integer, got {sampling_rate!r}")
+    if sampling_rate < MIN_SAMPLING_RATE:
+        raise ValueError(
+            f"{name} is {int(sampling_rate)} Hz: rates below {MIN_SAMPLING_RATE} Hz are not audio a "
+            "separation model can use"
+        )
     return int(sampling_rate)
 
 

@@ -3,12 +3,21 @@
 Each subcommand lives in its own module, which exposes ``configure_parser(parser)`` and
 ``run(args) -> int``. Modules keep heavy imports (torch, transformers, datasets) inside
 ``run`` so that ``demixers --help`` stays fast.
+
+Errors: `main` is the last resort for every subcommand. *Expected* failures become one line on
+stderr, never a traceback: a user or model error (bad option, missing file, a model file that is
+corrupt: ``SafetensorError``, JSON/YAML that does not parse) exits with 2; a failure of the work
+itself (out of memory, a disk error) with 1; Ctrl-C with 130 and SIGTERM with 143 where the
+subcommand handles it. Anything else is a bug and keeps its traceback. ``DEMIXERS_DEBUG=1`` shows
+the traceback of every error, expected or not.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +41,37 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     IsADirectoryError,
     PermissionError,
 )
+
+
+def model_file_errors() -> tuple[type[BaseException], ...]:
+    """Errors of files that do not parse (user errors like a ValueError), where installed."""
+    errors: list[type[BaseException]] = []
+    with contextlib.suppress(ImportError):
+        from safetensors import SafetensorError
+
+        errors.append(SafetensorError)
+    with contextlib.suppress(ImportError):
+        import yaml
+
+        errors.append(yaml.YAMLError)
+    return tuple(errors)
+
+
+def resource_errors() -> tuple[type[BaseException], ...]:
+    """Failures of the work itself: memory and (non user) OS errors such as a full disk."""
+    errors: list[type[BaseException]] = [MemoryError, OSError]
+    torch = sys.modules.get("torch")  # only loaded subcommands can raise its errors
+    if torch is not None and hasattr(torch, "OutOfMemoryError"):
+        errors.append(torch.OutOfMemoryError)
+    return tuple(errors)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's first non-empty line, whitespace collapsed (transformers' run over several)."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return type(error).__name__
 
 
 class CommandUnavailableError(RuntimeError):
@@ -77,11 +117,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    debug = os.environ.get("DEMIXERS_DEBUG", "") not in ("", "0")
     try:
         return int(args.handler(args) or 0)
-    except (*USER_ERRORS, CommandUnavailableError) as error:
-        print(f"demixers {args.command}: error: {error}", file=sys.stderr)
+    except (*USER_ERRORS, CommandUnavailableError, *model_file_errors()) as error:
+        if debug:
+            raise
+        print(f"demixers {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except resource_errors() as error:
+        if debug:
+            raise
+        what = "out of memory: " if isinstance(error, MemoryError) else ""
+        print(f"demixers {args.command}: error: {what}{one_line(error)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"demixers {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -62,16 +62,33 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-items must be positive, got {args.max_items}")
     import numpy as np
     from transformers import pipeline
+    from transformers.utils import logging as transformers_logging
 
     import demixers
 
     from ..datasets_scripts import load_separation_dataset
+    from ..pipelines.chunking import resolve_chunk_settings
+    from ..pipelines.cli import check_device, check_forward_memory, first_line, model_load_errors
     from ..utils.model_contract import is_permutation_invariant
     from .aggregate import results_to_markdown
     from .run import evaluate_separation
 
-    separator = pipeline(demixers.PIPELINE_TASK, model=args.model, device=args.device)
+    check_device(args.device)
+    transformers_logging.disable_progress_bar()  # stderr is for our progress bar and one-line errors
+    try:
+        separator = pipeline(demixers.PIPELINE_TASK, model=args.model, device=args.device)
+    except model_load_errors() as error:
+        raise ValueError(f"could not load model {args.model!r}: {first_line(error)}") from None
     config = separator.model.config
+    settings = resolve_chunk_settings(
+        config,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        shifts=args.shifts,
+        seed=args.seed,
+    )
+    check_forward_memory(config, settings, args.batch_size, args.segment)  # before any allocation
     source_names = list(config.source_names)
     if args.sources is not None and len(args.sources) != len(source_names):
         raise ValueError(

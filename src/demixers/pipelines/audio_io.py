@@ -40,28 +40,41 @@ def read_audio(source: str | os.PathLike[str] | bytes, name: str | None = None) 
         if path.stat().st_size == 0:
             raise ValueError(f"{label}: empty file (0 bytes)")
         handle = str(path)
+    size = len(source) if isinstance(source, (bytes, bytearray, memoryview)) else Path(source).stat().st_size
     try:
-        data, sampling_rate = _read_channels_first(soundfile, handle)
+        data, sampling_rate = _read_channels_first(soundfile, handle, size)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as error:
         raise ValueError(f"{label}: not a readable audio file ({error})") from None
     if data.shape[-1] == 0:
         raise ValueError(f"{label}: contains zero samples")
-    return as_channels_first(data, name=label, time_axis=1), int(sampling_rate)
+    sampling_rate = check_sampling_rate(sampling_rate, name=f"{label} sampling rate")
+    return as_channels_first(data, name=label, time_axis=1), sampling_rate
 
 
-def _read_channels_first(soundfile: Any, handle: Any, block: int = 1 << 16) -> tuple[np.ndarray, int]:
+def _read_channels_first(
+    soundfile: Any, handle: Any, size: int, block: int = 1 << 16
+) -> tuple[np.ndarray, int]:
     """Decode block by block straight into a float32 ``(channels, time)`` array.
 
     soundfile returns ``(time, channels)``; transposing a whole decoded file would hold two copies
-    of it at once, so blocks are copied into a preallocated channels-first array instead.
+    of it at once, so blocks are copied into a channels-first array instead. Its first capacity
+    is the header's frame count only up to what the ``size`` bytes of the file can hold (at
+    least one byte per sample): a header is a claim, and a 100-byte file claiming 2**33 frames
+    must not allocate 32 GiB. Compressed files that hold more grow the array by doubling.
     """
     with soundfile.SoundFile(handle) as audio_file:
         channels, sampling_rate = audio_file.channels, audio_file.samplerate
-        capacity = max(int(audio_file.frames), 0) if audio_file.frames < 2**62 else block
+        claimed = max(int(audio_file.frames), 0) if 0 <= audio_file.frames < 2**62 else 0
+        capacity = max(min(claimed, size // max(channels, 1)), 1)
         data = np.empty((channels, capacity), dtype=np.float32)
         filled = 0
-        for chunk in audio_file.blocks(blocksize=block, dtype="float32", always_2d=True):
-            if filled + len(chunk) > data.shape[1]:  # frame count was an estimate (compressed formats)
+        while True:
+            # read() until it comes back empty: blocks() would count down the claimed frames, one
+            # empty read per block of a header that lies
+            chunk = audio_file.read(block, dtype="float32", always_2d=True)
+            if len(chunk) == 0:
+                break
+            if filled + len(chunk) > data.shape[1]:  # more than the first capacity (compressed formats)
                 grown = np.empty((channels, max(2 * data.shape[1], filled + len(chunk))), dtype=np.float32)
                 grown[:, :filled] = data[:, :filled]
                 data = grown

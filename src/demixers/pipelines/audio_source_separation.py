@@ -66,8 +66,9 @@ from .chunking import (
     resolve_chunk_settings,
 )
 
-# Errors re-raised with the failing item's position when a list of inputs is separated.
-_ITEM_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError)
+# Errors re-raised with the failing item's position when a list of inputs is separated (OSError
+# covers missing files and folders, RuntimeError and MemoryError a model that fails on one item).
+_ITEM_ERRORS = (ValueError, TypeError, OSError, RuntimeError, MemoryError)
 
 
 class AudioSourceSeparationPipeline(Pipeline):
@@ -108,8 +109,10 @@ class AudioSourceSeparationPipeline(Pipeline):
         elif isinstance(inputs, (list, tuple)):
             if not inputs:
                 raise ValueError("no inputs: the list of audio items is empty")
+            self._sanitize_parameters(**kwargs)  # a bad option is the call's error, not inputs[0]'s
             return [self._call_item(item, f"inputs[{index}]", kwargs) for index, item in enumerate(inputs)]
         if isinstance(inputs, (types.GeneratorType, torch.utils.data.Dataset)):
+            self._sanitize_parameters(**kwargs)
             return (self._call_item(item, f"inputs[{index}]", kwargs) for index, item in enumerate(inputs))
         return super().__call__(inputs, **kwargs)
 
@@ -122,10 +125,15 @@ class AudioSourceSeparationPipeline(Pipeline):
             message = str(error)
             if isinstance(item, (str, os.PathLike)) and os.fspath(item) in message:
                 raise
+            named = f"{name}: {message}"
             try:
-                renamed = type(error)(f"{name}: {message}")
-            except Exception:  # an exception type with a different constructor: keep it as it is
-                raise error from None
+                renamed = type(error)(named)
+                renamed_ok = str(renamed) == named
+            except Exception:
+                renamed_ok = False
+            if not renamed_ok:  # a type with another constructor (LibsndfileError): keep it, add the item
+                error.add_note(f"while separating {name}")
+                raise
             raise renamed from error
 
     def _sanitize_parameters(
