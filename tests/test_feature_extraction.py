@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from demixers import SourceSeparationFeatureExtractor
-from demixers.audio_utils import as_channels_first, match_channels, to_float32
+from demixers.audio import as_channels_first, match_channels, to_float32
 
 
 def test_batch_of_different_lengths_is_padded_with_mask() -> None:

@@ -14,6 +14,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .bundled import DEFAULT_MODEL_DIR
 from .feature_extraction_separation import SourceSeparationFeatureExtractor
+from .modeling import MODEL_FAMILIES
 from .modeling.conv_tasnet import (
     ConvTasNetConfig,
     ConvTasNetForSourceSeparation,
@@ -51,19 +52,6 @@ from .pipelines import AudioSourceSeparationPipeline
 __version__ = "0.1.0.dev0"
 
 PIPELINE_TASK = "audio-source-separation"
-
-# (config class, model class) of every family; a family's config.model_type is its registry key.
-MODEL_FAMILIES: tuple[tuple[type[PretrainedConfig], type[PreTrainedModel]], ...] = (
-    (MossFormerConfig, MossFormerForSourceSeparation),
-    (DemucsConfig, DemucsForSourceSeparation),
-    (HDemucsConfig, HDemucsForSourceSeparation),
-    (HTDemucsConfig, HTDemucsForSourceSeparation),
-    (DemucsBagConfig, DemucsBagForSourceSeparation),
-    (ConvTasNetConfig, ConvTasNetForSourceSeparation),
-    (DPRNNTasNetConfig, DPRNNTasNetForSourceSeparation),
-    (DTTNetConfig, DTTNetForSourceSeparation),
-    (StackedHourglassConfig, StackedHourglassForSourceSeparation),
-)
 
 
 def register_model_family(config_class: type[PretrainedConfig], model_class: type[PreTrainedModel]) -> None:

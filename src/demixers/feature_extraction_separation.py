@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from transformers import BatchFeature, SequenceFeatureExtractor
 
-from .audio_utils import CHANNEL_POLICIES, as_channels_first, check_sampling_rate, match_channels
+from .audio import CHANNEL_POLICIES, as_channels_first, check_sampling_rate, match_channels
 
 
 class SourceSeparationFeatureExtractor(SequenceFeatureExtractor):
@@ -18,7 +18,7 @@ class SourceSeparationFeatureExtractor(SequenceFeatureExtractor):
         sampling_rate (`int`, defaults to 8000): the model's sampling rate; input at another
             rate is an error (resample first, as the pipeline does).
         padding_value (`float`, defaults to 0.0): value used to pad shorter items of a batch.
-        channel_policy (`str`, defaults to `"auto"`): see `demixers.audio_utils.match_channels`.
+        channel_policy (`str`, defaults to `"auto"`): see `demixers.audio.match_channels`.
 
     Returns a `BatchFeature` with
 

@@ -13,7 +13,7 @@ import torch
 from transformers import pipeline
 
 import demixers
-from demixers.pipelines.audio_io import resample
+from demixers.audio import resample
 from demixers.pipelines.chunking import normalizes_input
 from tests.pipelines.conftest import (
     BandSwapperConfig,

@@ -18,9 +18,9 @@ import soundfile
 import torch
 from transformers import pipeline
 
+from demixers.audio import fit_blocks, resample, resample_blocks
 from demixers.cli import main
 from demixers.pipelines import cli as separate_cli
-from demixers.pipelines.audio_io import fit_blocks, resample, resample_blocks
 from demixers.pipelines.audio_source_separation import AudioSourceSeparationPipeline
 from demixers.pipelines.chunking import (
     ChunkSettings,

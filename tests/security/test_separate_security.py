@@ -25,12 +25,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from demixers import audio_utils
-from demixers.audio_utils import check_sampling_rate
+from demixers.audio import AudioFile, check_sampling_rate, read_audio
+from demixers.audio import validation as audio_validation
 from demixers.cli import main
 from demixers.feature_extraction_separation import SourceSeparationFeatureExtractor
 from demixers.pipelines import cli as separate_cli
-from demixers.pipelines.audio_io import AudioFile, read_audio
 
 REPO = Path(__file__).resolve().parents[2]
 MUSIC_STEMS = ["drums", "bass", "other", "vocals"]
@@ -141,7 +140,7 @@ def test_streamed_reader_of_a_lying_header_reads_only_what_is_there(tmp_path: Pa
 
 @pytest.mark.parametrize("rate", [1, 8, 999])
 def test_rates_below_1_khz_are_refused_with_the_value(tmp_path: Path, rate: int) -> None:
-    assert audio_utils.MIN_SAMPLING_RATE == 1000
+    assert audio_validation.MIN_SAMPLING_RATE == 1000
     with pytest.raises(ValueError, match=f"{rate} Hz"):
         check_sampling_rate(rate)
     with pytest.raises(ValueError, match=f"{rate} Hz"):

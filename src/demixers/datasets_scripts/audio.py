@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio import resample as resample_audio
+
 # soundfile subtype of the source -> (container, subtype) of the stored copy
 _LOSSLESS_TARGET = {
     "PCM_S8": ("FLAC", "PCM_S8"),
@@ -168,12 +170,6 @@ def bytes_info(data: bytes) -> tuple[int, int, int]:
 
 
 def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    """Mono ``audio`` resampled from ``rate`` to ``target`` Hz as float64 (soxr, HQ); a copy-free no-op
-    when the rates agree."""
-    if rate == target:
-        return np.asarray(audio, dtype=np.float64)
-    import soxr
-
-    return np.asarray(
-        soxr.resample(np.asarray(audio, dtype=np.float64), rate, target, quality="HQ"), dtype=np.float64
-    )
+    """Mono ``audio`` resampled from ``rate`` to ``target`` Hz as float64 (the package's one soxr HQ
+    resampler, `demixers.audio.resample`); a copy-free no-op when the rates agree."""
+    return resample_audio(np.asarray(audio, dtype=np.float64), rate, target)

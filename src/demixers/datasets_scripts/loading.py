@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..pipelines.audio_io import resample
+from ..audio import resample
 from .audio import bytes_info, decode_bytes
 
 MIXTURE_COLUMN = "mixture"

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.files import write_text_atomic
 from .audio import PCM, encode_pcm
 from .corpora import Corpus, Item, Layout, get_corpus, length_problems
 
@@ -240,13 +241,7 @@ def _layout_summary(layout: Layout) -> dict[str, Any]:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:

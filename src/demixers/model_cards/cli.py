@@ -106,9 +106,7 @@ def _example_figure(model_dir: Path, audio_path: Path, output: Path) -> Path:
     import numpy as np
     from transformers import pipeline
 
-    import demixers  # noqa: F401  (registers the pipeline task)
-
-    from ..pipelines.audio_io import read_audio
+    from ..audio import read_audio
     from .figures import plot_separation
 
     separator = pipeline("audio-source-separation", model=str(model_dir))

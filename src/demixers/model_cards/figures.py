@@ -7,12 +7,13 @@ backend change) and written atomically as PNG.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..utils.files import atomic_output
 
 __all__ = ["plot_separation", "render_separation_figure"]
 
@@ -95,18 +96,9 @@ def plot_separation(
         figure.suptitle(title)
     figure.colorbar(image, ax=list(axes), label="dB", shrink=0.8)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_output(path, suffix=".png") as temporary:
         figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return Path(path)
 
 
 def render_separation_figure(

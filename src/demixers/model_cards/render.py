@@ -23,7 +23,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from ..evaluation.aggregate import HEADLINE_LABELS, METRICS, format_db, write_text_atomic
+from ..evaluation.aggregate import HEADLINE_LABELS, METRICS, format_db
+from ..utils.files import write_text_atomic
 from .architectures import Architecture, architecture_for
 
 __all__ = ["FIGURE_NAME", "build_card_data", "eval_results_from", "render_model_card", "write_model_card"]

@@ -18,7 +18,7 @@ Each item becomes a list ``[{"label": source_name, "audio": float32 (channels, t
 "sampling_rate": int}, ...]`` in ``model.config.source_names`` order, with the model's number
 of channels. Audio is resampled to the model's rate and, by default (``resample_output=True``),
 back to the input's rate, with exactly the input's length. Channels follow
-`demixers.audio_utils.match_channels` (mono into a stereo model is duplicated, stereo into a mono
+`demixers.audio.match_channels` (mono into a stereo model is duplicated, stereo into a mono
 model averaged, anything else needs ``channel_policy="mean"`` or ``"first"``).
 
 Long inputs are separated chunk by chunk with overlap-add (`demixers.pipelines.chunking`):
@@ -52,9 +52,18 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from ..audio_utils import CHANNEL_POLICIES, as_channels_first, check_sampling_rate, match_channels
+from ..audio import (
+    CHANNEL_POLICIES,
+    AudioFile,
+    as_channels_first,
+    check_sampling_rate,
+    fit_blocks,
+    match_channels,
+    read_audio,
+    resample,
+    resample_blocks,
+)
 from ..feature_extraction_separation import SourceSeparationFeatureExtractor
-from .audio_io import AudioFile, fit_blocks, read_audio, resample, resample_blocks
 from .chunking import (
     STATISTICS_BLOCK,
     ChunkSettings,

@@ -199,8 +199,6 @@ def _run(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"{args.output_dir}: the output path exists and is not a directory")
     device = _check_device(args.device)
 
-    import demixers  # noqa: F401  (registers the task and the model families)
-
     from .chunking import resolve_chunk_settings
 
     separator = _load_pipeline(str(model_id), device)

@@ -171,9 +171,8 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-    import demixers  # registers the model families with the Auto classes
-
     from ..feature_extraction_separation import SourceSeparationFeatureExtractor
+    from ..modeling import MODEL_FAMILIES
 
     overrides = dict(model_section.get("config") or {})
     seed_everything(seed)
@@ -197,7 +196,7 @@ def build_model(model_section: dict[str, Any], seed: int) -> tuple[torch.nn.Modu
 
         model_type = model_section["type"]
         if model_type not in CONFIG_MAPPING:
-            families = sorted(config_class.model_type for config_class, _ in demixers.MODEL_FAMILIES)
+            families = sorted(config_class.model_type for config_class, _ in MODEL_FAMILIES)
             raise ValueError(
                 f"model.type {model_type!r} is not a registered model type; demixers has {families}"
             )

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ...utils.files import atomic_output, write_text_atomic
 from .constants import SAMPLING_RATE
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8", newline="")
-    os.replace(temporary, path)
+    write_text_atomic(path, text, newline="")
 
 
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -33,7 +30,5 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _write_wav(path: Path, samples: np.ndarray) -> None:
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{os.getpid()}.wav")
-    sf.write(str(temporary), samples, SAMPLING_RATE, subtype="PCM_16", format="WAV")
-    os.replace(temporary, path)
+    with atomic_output(path, suffix=".wav") as temporary:
+        sf.write(str(temporary), samples, SAMPLING_RATE, subtype="PCM_16", format="WAV")

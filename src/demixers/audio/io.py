@@ -1,4 +1,4 @@
-"""Reading, resampling and validating audio for the pipeline (soundfile + soxr, no torchaudio).
+"""Reading and resampling audio, whole or block by block (soundfile + soxr, no torchaudio).
 
 `read_audio` and `resample` work on whole arrays (the in-memory pipeline); `AudioFile`,
 `resample_blocks` and `fit_blocks` do the same block by block (the streaming file path).
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..audio_utils import as_channels_first, check_sampling_rate
+from .validation import as_channels_first, check_sampling_rate
 
 
 def read_audio(source: str | os.PathLike[str] | bytes, name: str | None = None) -> tuple[np.ndarray, int]:
@@ -86,16 +86,23 @@ def _read_channels_first(
 
 
 def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Resample float32 ``(channels, time)`` with soxr's high-quality filter."""
+    """Resample ``(time,)`` or ``(channels, time)`` audio with soxr's high-quality filter.
+
+    float64 input stays float64 (corpus preparation keeps full precision); anything else comes back
+    float32. Equal rates return the input unchanged.
+    """
     orig_rate = check_sampling_rate(orig_rate)
     target_rate = check_sampling_rate(target_rate)
     if orig_rate == target_rate:
         return waveform
     import soxr
 
+    dtype = np.float64 if waveform.dtype == np.float64 else np.float32
     # soxr expects (time, channels)
-    resampled = soxr.resample(np.ascontiguousarray(waveform.T), orig_rate, target_rate, quality="HQ")
-    return np.ascontiguousarray(resampled.T.astype(np.float32, copy=False))
+    resampled = soxr.resample(
+        np.ascontiguousarray(waveform.T, dtype=dtype), orig_rate, target_rate, quality="HQ"
+    )
+    return np.ascontiguousarray(resampled.T)
 
 
 # -- streaming ---------------------------------------------------------------------------------
