@@ -32,10 +32,66 @@ RNN_TYPES = ("lstm", "gru", "rnn")
 _SPEAKER_NAME = re.compile(r"^(speaker|spk|talker|voice|s)[_\-]?\d+$", re.IGNORECASE)
 
 
-def _require_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
+# Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
+# small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
+# terabytes. A downloaded config is untrusted input.
+MIN_SAMPLING_RATE = 1000
+MAX_SAMPLING_RATE = 1_000_000
+MAX_AUDIO_CHANNELS = 64
+MAX_SOURCES = 64
+MAX_SOURCE_NAME_LENGTH = 64
+MAX_WIDTH = 65536  # channels, kernel sizes, FFT sizes, frame counts
+MAX_DEPTH = 256  # layers, blocks, repeats, stacks
+MAX_SEGMENT_SECONDS = 3600.0
+# Source names become stem file names: characters that separate paths or are invalid on some platform.
+_FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
+
+
+def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def _require_sampling_rate(value: Any) -> int:
+    return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
+
+
+def _check_source_names(source_names: Any) -> list[str]:
+    """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
+    if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
+        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
+    names = list(source_names)
+    if not names:
+        raise ValueError("source_names must name at least one source")
+    if len(names) > MAX_SOURCES:
+        raise ValueError(f"source_names holds {len(names)} names; at most {MAX_SOURCES} are supported")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"source_names must be non-empty strings, got {name!r} in {names!r}")
+        if len(name) > MAX_SOURCE_NAME_LENGTH:
+            raise ValueError(
+                f"source_names: {name[:MAX_SOURCE_NAME_LENGTH]!r}... is {len(name)} characters long; "
+                f"at most {MAX_SOURCE_NAME_LENGTH} are allowed"
+            )
+        if not name.isprintable():
+            raise ValueError(f"source_names: {name!r} contains control or non-printable characters")
+        forbidden = sorted(set(name) & _FORBIDDEN_NAME_CHARACTERS)
+        if forbidden:
+            raise ValueError(
+                f"source_names: {name!r} contains {''.join(forbidden)!r}; names become file names and "
+                "may not hold path separators or characters reserved on Windows"
+            )
+        if name.startswith(".") or name.endswith(".") or name != name.strip():
+            raise ValueError(
+                f"source_names: {name!r} may not start or end with a dot or with white space "
+                "(names become file names: '.', '..' and hidden files are refused)"
+            )
+    # case-insensitive file systems (macOS, Windows) would write two such stems to one file
+    if len({name.casefold() for name in names}) != len(names):
+        raise ValueError(f"source_names must be unique (ignoring case), got {names!r}")
+    return names
 
 
 def _require_bool(name: str, value: Any) -> bool:
@@ -52,18 +108,10 @@ def _require_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 def _resolve_source_names(source_names: Any, num_speakers: Any) -> list[str]:
     if num_speakers is not None:
-        _require_int("num_speakers", num_speakers)
+        _require_int("num_speakers", num_speakers, maximum=MAX_SOURCES)
     if source_names is None:
         source_names = [f"speaker_{index + 1}" for index in range(num_speakers or 2)]
-    if isinstance(source_names, str) or not isinstance(source_names, Sequence):
-        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
-    source_names = list(source_names)
-    if not source_names:
-        raise ValueError("source_names must name at least one source")
-    if not all(isinstance(name, str) and name for name in source_names):
-        raise ValueError(f"source_names must be non-empty strings, got {source_names!r}")
-    if len(set(source_names)) != len(source_names):
-        raise ValueError(f"source_names must be unique, got {source_names!r}")
+    source_names = _check_source_names(source_names)
     if num_speakers is not None and num_speakers != len(source_names):
         raise ValueError(
             f"num_speakers={num_speakers} disagrees with source_names={source_names!r} "
@@ -133,8 +181,8 @@ class DPRNNTasNetConfig(PretrainedConfig):
         segment: float | None = None,
         **kwargs: Any,
     ) -> None:
-        _require_int("sampling_rate", sampling_rate)
-        _require_int("audio_channels", audio_channels)
+        _require_sampling_rate(sampling_rate)
+        _require_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         source_names = _resolve_source_names(source_names, num_speakers)
         _require_int("encoder_channels", encoder_channels)
         _require_int("encoder_kernel_size", encoder_kernel_size)
@@ -155,18 +203,24 @@ class DPRNNTasNetConfig(PretrainedConfig):
         _require_int("hop_size", hop_size)
         if hop_size > chunk_size:
             raise ValueError(f"hop_size ({hop_size}) must not exceed chunk_size ({chunk_size})")
-        _require_int("num_blocks", num_blocks)
+        _require_int("num_blocks", num_blocks, maximum=MAX_DEPTH)
         norm_type = _require_choice("norm_type", norm_type, NORM_TYPES)
         mask_activation = _require_choice("mask_activation", mask_activation, MASK_ACTIVATIONS)
         _require_bool("bidirectional", bidirectional)
         rnn_type = _require_choice("rnn_type", rnn_type, RNN_TYPES)
-        _require_int("num_rnn_layers", num_rnn_layers)
+        _require_int("num_rnn_layers", num_rnn_layers, maximum=MAX_DEPTH)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
         _require_bool("use_mulcat", use_mulcat)
         if segment is not None:
-            if isinstance(segment, bool) or not isinstance(segment, (int, float)) or not segment > 0:
-                raise ValueError(f"segment must be a positive number of seconds or None, got {segment!r}")
+            if (
+                isinstance(segment, bool)
+                or not isinstance(segment, (int, float))
+                or not 0 < segment <= MAX_SEGMENT_SECONDS
+            ):
+                raise ValueError(
+                    f"segment must be seconds in (0, {MAX_SEGMENT_SECONDS}] or None, got {segment!r}"
+                )
             segment = float(segment)
 
         self.sampling_rate = sampling_rate
