@@ -244,6 +244,33 @@ class SourceSeparationModelTesterMixin:
                 model(input_values=inputs).audio_values, auto_model(input_values=inputs).audio_values
             )
 
+    def test_loading_is_strict(self, tmp_path: Path) -> None:
+        """A missing, unexpected or reshaped tensor is a ValueError naming it (never random weights)."""
+        from safetensors.torch import load_file, save_file
+
+        model = self.make_model()
+        model.save_pretrained(tmp_path / "full")
+        state = load_file(tmp_path / "full" / "model.safetensors")
+        victim = max(state, key=lambda key: state[key].numel())  # the largest tensor, surely a weight
+        edits = {
+            "missing": ({key: value for key, value in state.items() if key != victim}, victim),
+            "unexpected": ({**state, "surplus.weight": torch.zeros(2)}, "surplus.weight"),
+            "mismatched": ({**state, victim: state[victim].flatten()[:1].clone()}, victim),
+        }
+        for label, (edited, key) in edits.items():
+            folder = tmp_path / label
+            folder.mkdir()
+            (folder / "config.json").write_bytes((tmp_path / "full" / "config.json").read_bytes())
+            save_file(edited, folder / "model.safetensors", metadata={"format": "pt"})
+            with pytest.raises(ValueError, match=re.escape(key)) as raised:
+                AutoModel.from_pretrained(folder)
+            message = str(raised.value)
+            assert label in message and str(folder) in message and "\n" not in message, message
+        lenient, info = self.model_class.from_pretrained(
+            tmp_path / "missing", strict=False, output_loading_info=True
+        )
+        assert type(lenient) is self.model_class and victim in info["missing_keys"]
+
     def test_remote_code_loads_without_demixers(self, tmp_path: Path) -> None:
         config = self.get_config()
         model = self.make_model(config)
