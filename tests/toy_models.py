@@ -25,13 +25,21 @@ class ToySplitterConfig(PretrainedConfig):
         sampling_rate: int = 8000,
         audio_channels: int = 1,
         source_names: list[str] | tuple[str, ...] = ("speaker_1", "speaker_2"),
+        permutation_invariant: bool | None = None,
         **kwargs,
     ) -> None:
         if len(source_names) < 1:
             raise ValueError(f"source_names must name at least one source, got {source_names!r}")
+        if permutation_invariant is None:
+            # like Conv-TasNet: speakers named by their count are unordered, named stems are not
+            speakers = [f"speaker_{index + 1}" for index in range(len(source_names))]
+            permutation_invariant = len(source_names) > 1 and list(source_names) == speakers
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
         self.sampling_rate = sampling_rate
         self.audio_channels = audio_channels
         self.source_names = list(source_names)
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
 

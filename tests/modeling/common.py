@@ -93,6 +93,23 @@ class SourceSeparationModelTesterMixin:
         rebuilt = type(config).from_dict(config.to_dict())
         assert rebuilt.to_dict() == config.to_dict()
 
+    def test_config_declares_the_keys_the_pipeline_and_trainer_read(self, tmp_path: Path) -> None:
+        from demixers.utils.model_contract import is_permutation_invariant
+
+        config = self.get_config()
+        assert isinstance(config.permutation_invariant, bool)
+        assert is_permutation_invariant(config) is config.permutation_invariant
+        config.save_pretrained(tmp_path)
+        saved = json.loads((tmp_path / "config.json").read_text())
+        for key in ("sampling_rate", "audio_channels", "source_names", "permutation_invariant"):
+            assert key in saved, f"config.json lacks {key}"
+            assert saved[key] == getattr(config, key), key
+        # a real field: flipping it survives a save/load round trip
+        values = {**saved, "permutation_invariant": not config.permutation_invariant}
+        (tmp_path / "config.json").write_text(json.dumps(values))
+        flipped = AutoConfig.from_pretrained(tmp_path).permutation_invariant
+        assert flipped is (not config.permutation_invariant)
+
     def test_default_config_builds_through_auto_config(self) -> None:
         config_class = self.model_class.config_class
         default = AutoConfig.for_model(config_class.model_type)

@@ -20,7 +20,6 @@ Two sets of switches cover the other published variants without changing the mod
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +28,6 @@ from transformers import PretrainedConfig
 NORM_TYPES = ("gln", "cln", "cgln", "bn", "id")
 MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "tanh", "linear")
 ENCODER_ACTIVATIONS = ("linear", "relu")
-# Source names that mark permutable speakers (the pipeline and the trainer use the same rule).
-_SPEAKER_NAME = re.compile(r"^(speaker|spk|talker|voice|s)[_\-]?\d+$", re.IGNORECASE)
 
 
 # Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
@@ -129,8 +126,7 @@ class ConvTasNetConfig(PretrainedConfig):
         audio_channels (`int`, defaults to 1): channels of the mixture and of every source (the
             encoder reads all channels at once, the decoder writes all of them).
         source_names (`list[str]`, defaults to `["speaker_1", "speaker_2"]`): one name per separated
-            source, in output order. Names like `speaker_1` mark permutable speakers (speech): the
-            loss is then permutation-invariant SI-SNR, otherwise L1 on the waveforms.
+            source, in output order.
         num_speakers (`int`, *optional*): number of sources when `source_names` is omitted (names
             `speaker_1` ... `speaker_{num_speakers}`). Not stored.
         encoder_channels (`int`, defaults to 512): number of encoder/decoder filters (N).
@@ -160,6 +156,10 @@ class ConvTasNetConfig(PretrainedConfig):
         separator_bias (`bool`, defaults to `True`): biases of the separator's convolutions.
         segment (`float`, *optional*): training segment in seconds; the pipeline uses it as its
             default chunk length.
+        permutation_invariant (`bool`, *optional*): whether the sources are unordered speakers (the loss
+            is then permutation-invariant SI-SNR and the pipeline aligns them across chunks) or named
+            stems in a fixed order (L1 loss). Saved in config.json; when omitted, True for speakers
+            named by their count (`speaker_1` ... `speaker_N`, the default), False for other names.
         normalize_input (`bool`, defaults to `False`): ask the pipeline to standardise the whole input
             by the mean and standard deviation of its mono mix (and to undo it on the sources), as
             demucs' `separate` does for its tasnet release. `forward` itself never normalises.
@@ -190,12 +190,19 @@ class ConvTasNetConfig(PretrainedConfig):
         mask_prelu: bool = True,
         separator_bias: bool = True,
         segment: float | None = None,
+        permutation_invariant: bool | None = None,
         normalize_input: bool = False,
         **kwargs: Any,
     ) -> None:
         _require_sampling_rate(sampling_rate)
         _require_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         source_names = _resolve_source_names(source_names, num_speakers)
+        if permutation_invariant is None:
+            # the speech task (the default): speakers named by the count alone, speaker_1 ... speaker_N;
+            # named stems (a music release) keep their order
+            speakers = [f"speaker_{index + 1}" for index in range(len(source_names))]
+            permutation_invariant = len(source_names) > 1 and source_names == speakers
+        _require_bool("permutation_invariant", permutation_invariant)
         _require_int("encoder_channels", encoder_channels)
         _require_int("encoder_kernel_size", encoder_kernel_size)
         if encoder_stride is None:
@@ -266,6 +273,7 @@ class ConvTasNetConfig(PretrainedConfig):
         self.mask_prelu = mask_prelu
         self.separator_bias = separator_bias
         self.segment = segment
+        self.permutation_invariant = permutation_invariant
         self.normalize_input = normalize_input
         super().__init__(**kwargs)
 
@@ -277,10 +285,6 @@ class ConvTasNetConfig(PretrainedConfig):
     def num_speakers(self) -> int:
         return len(self.source_names)
 
-    @property
-    def permutation_invariant(self) -> bool:
-        """Whether the sources are interchangeable speakers (names like `speaker_1`)."""
-        return len(self.source_names) > 1 and all(_SPEAKER_NAME.match(name) for name in self.source_names)
 
     @property
     def receptive_field(self) -> int:

@@ -117,8 +117,6 @@ def segment_samples(segment: float, sampling_rate: int) -> int:
 class _DemucsCommonConfig(PretrainedConfig):
     """Fields shared by every Demucs model: audio format, source names and training segment."""
 
-    # Named stems (drums, bass, ...), not interchangeable speakers: no cross-chunk permutation search.
-    permutation_invariant = False
     # demucs.separate standardises the whole track by its mono mix's mean/std before chunking and
     # undoes it afterwards; the pipeline does the same for every config with this flag.
     normalize_input = True
@@ -129,7 +127,12 @@ class _DemucsCommonConfig(PretrainedConfig):
         audio_channels: int,
         source_names: Sequence[str] | None,
         segment: float,
+        permutation_invariant: bool = False,
     ) -> None:
+        # Named stems (drums, bass, ...), not interchangeable speakers: no cross-chunk permutation search.
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
         self.sampling_rate = _require_sampling_rate(sampling_rate)
         self.audio_channels = _check_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         self.source_names = _check_source_names(DEFAULT_SOURCES if source_names is None else source_names)
@@ -242,9 +245,10 @@ class DemucsConfig(_DemucsCommonConfig):
         normalize: bool = False,
         resample: bool = True,
         rescale: float = 0.1,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        self._set_common(sampling_rate, audio_channels, source_names, segment)
+        self._set_common(sampling_rate, audio_channels, source_names, segment, permutation_invariant)
         self.channels = _check_int("channels", channels)
         self.growth = _check_number("growth", growth, minimum=0.0, strict=True)
         self.depth = _check_int("depth", depth, maximum=MAX_DEPTH)
@@ -372,9 +376,10 @@ class HDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         dconv_lstm: int = 4,
         dconv_init: float = 1e-3,
         rescale: float = 0.1,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        self._set_common(sampling_rate, audio_channels, source_names, segment)
+        self._set_common(sampling_rate, audio_channels, source_names, segment, permutation_invariant)
         self.channels = channels
         self.channels_time = channels_time
         self.growth = growth
@@ -482,9 +487,10 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         t_cape_glob_loc_scale: Sequence[float] = (5000.0, 1.0, 1.4),
         t_cross_first: bool = False,
         rescale: float = 0.1,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        self._set_common(sampling_rate, audio_channels, source_names, segment)
+        self._set_common(sampling_rate, audio_channels, source_names, segment, permutation_invariant)
         self.use_train_segment = bool(use_train_segment)
         self.channels = channels
         self.channels_time = channels_time
@@ -601,8 +607,6 @@ class DemucsBagConfig(PretrainedConfig):
     """
 
     model_type = "demucs_bag"
-    # Named stems (drums, bass, ...), not interchangeable speakers: no cross-chunk permutation search.
-    permutation_invariant = False
     # demucs.separate standardises the whole track by its mono mix's mean/std before chunking and
     # undoes it afterwards; the pipeline does the same for every config with this flag.
     normalize_input = True
@@ -614,7 +618,7 @@ class DemucsBagConfig(PretrainedConfig):
         segment: float | None = None,
         **kwargs: Any,
     ) -> None:
-        for key in ("sampling_rate", "audio_channels", "source_names"):
+        for key in ("sampling_rate", "audio_channels", "source_names", "permutation_invariant"):
             kwargs.pop(key, None)  # derived from the members (a saved config.json repeats them)
         if models is None:
             models = [HTDemucsConfig().architecture_dict()]
@@ -628,7 +632,7 @@ class DemucsBagConfig(PretrainedConfig):
         ]
         first = members[0]
         for index, member in enumerate(members[1:], start=1):
-            for field in ("sampling_rate", "audio_channels", "source_names"):
+            for field in ("sampling_rate", "audio_channels", "source_names", "permutation_invariant"):
                 if getattr(member, field) != getattr(first, field):
                     raise ValueError(
                         f"models: member {index} has {field}={getattr(member, field)!r} but member 0 has "
@@ -659,6 +663,7 @@ class DemucsBagConfig(PretrainedConfig):
         self.sampling_rate = first.sampling_rate
         self.audio_channels = first.audio_channels
         self.source_names = list(first.source_names)
+        self.permutation_invariant = first.permutation_invariant
         super().__init__(**kwargs)
 
     @property

@@ -18,7 +18,6 @@ activation memory per second of audio.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +27,6 @@ NORM_TYPES = ("gln", "cln", "bn")
 MASK_ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear")
 ENCODER_ACTIVATIONS = ("linear", "relu")
 RNN_TYPES = ("lstm", "gru", "rnn")
-# Source names that mark permutable speakers (the pipeline and the trainer use the same rule).
-_SPEAKER_NAME = re.compile(r"^(speaker|spk|talker|voice|s)[_\-]?\d+$", re.IGNORECASE)
 
 
 # Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
@@ -127,8 +124,7 @@ class DPRNNTasNetConfig(PretrainedConfig):
         sampling_rate (`int`, defaults to 8000): sampling rate of the audio the model works on.
         audio_channels (`int`, defaults to 1): channels of the mixture and of every source.
         source_names (`list[str]`, defaults to `["speaker_1", "speaker_2"]`): one name per separated
-            source, in output order. Names like `speaker_1` mark permutable speakers (speech): the
-            loss is then permutation-invariant SI-SNR, otherwise L1 on the waveforms.
+            source, in output order.
         num_speakers (`int`, *optional*): number of sources when `source_names` is omitted. Not stored.
         encoder_channels (`int`, defaults to 64): number of encoder/decoder filters (N).
         encoder_kernel_size (`int`, defaults to 2): length of the filters in samples (L).
@@ -152,6 +148,10 @@ class DPRNNTasNetConfig(PretrainedConfig):
             outputs are multiplied and concatenated with the input before the projection.
         segment (`float`, *optional*): training segment in seconds; the pipeline uses it as its
             default chunk length.
+        permutation_invariant (`bool`, *optional*): whether the sources are unordered speakers (the loss
+            is then permutation-invariant SI-SNR and the pipeline aligns them across chunks) or named
+            stems in a fixed order (L1 loss). Saved in config.json; when omitted, True for speakers
+            named by their count (`speaker_1` ... `speaker_N`, the default), False for other names.
     """
 
     model_type = "dprnn_tasnet"
@@ -179,11 +179,18 @@ class DPRNNTasNetConfig(PretrainedConfig):
         dropout: float = 0.0,
         use_mulcat: bool = False,
         segment: float | None = None,
+        permutation_invariant: bool | None = None,
         **kwargs: Any,
     ) -> None:
         _require_sampling_rate(sampling_rate)
         _require_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         source_names = _resolve_source_names(source_names, num_speakers)
+        if permutation_invariant is None:
+            # the speech task (the default): speakers named by the count alone, speaker_1 ... speaker_N;
+            # named stems (a music release) keep their order
+            speakers = [f"speaker_{index + 1}" for index in range(len(source_names))]
+            permutation_invariant = len(source_names) > 1 and source_names == speakers
+        _require_bool("permutation_invariant", permutation_invariant)
         _require_int("encoder_channels", encoder_channels)
         _require_int("encoder_kernel_size", encoder_kernel_size)
         if encoder_stride is None:
@@ -243,6 +250,7 @@ class DPRNNTasNetConfig(PretrainedConfig):
         self.dropout = float(dropout)
         self.use_mulcat = use_mulcat
         self.segment = segment
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property
@@ -253,10 +261,6 @@ class DPRNNTasNetConfig(PretrainedConfig):
     def num_speakers(self) -> int:
         return len(self.source_names)
 
-    @property
-    def permutation_invariant(self) -> bool:
-        """Whether the sources are interchangeable speakers (names like `speaker_1`)."""
-        return len(self.source_names) > 1 and all(_SPEAKER_NAME.match(name) for name in self.source_names)
 
 
 __all__ = ["DPRNNTasNetConfig"]

@@ -120,6 +120,8 @@ class DTTNetConfig(PretrainedConfig):
         bidirectional (`bool`, defaults to `True`): bidirectional dual-path RNNs.
         norm_group_size (`int`, defaults to 16): channels per group of the dual-path GroupNorms
             (`channels_per_head // norm_group_size` groups).
+        permutation_invariant (`bool`, defaults to `False`): named stems in a fixed order (music);
+            True would make the pipeline align the sources across chunks and evaluation use PIT.
     """
 
     model_type = "dttnet"
@@ -145,6 +147,7 @@ class DTTNetConfig(PretrainedConfig):
         rnn_type: str = "lstm",
         bidirectional: bool = True,
         norm_group_size: int = 16,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
         _require_sampling_rate(sampling_rate)
@@ -245,6 +248,9 @@ class DTTNetConfig(PretrainedConfig):
         self.rnn_type = rnn_type
         self.bidirectional = bidirectional
         self.norm_group_size = norm_group_size
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property

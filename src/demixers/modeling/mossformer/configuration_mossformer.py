@@ -107,11 +107,11 @@ class MossFormerConfig(PretrainedConfig):
             (one-group GroupNorm), `"gln"` (global layer norm), `"cln"` (channel-wise layer norm)
             or `"bn"` (batch norm).
         decoder_bias (`bool`, defaults to `False`): bias of the transposed-convolution decoder.
+        permutation_invariant (`bool`, defaults to `True`): the sources are unordered speakers: the
+            pipeline aligns them across chunks, evaluation and training use permutation-invariant SI-SNR.
     """
 
     model_type = "mossformer"
-    # The sources are unordered speakers: the pipeline aligns them across chunks, metrics use PIT.
-    permutation_invariant = True
     attribute_map: ClassVar[dict[str, str]] = {"num_blocks": "num_hidden_layers", "d_model": "hidden_size"}
 
     def __init__(
@@ -134,6 +134,7 @@ class MossFormerConfig(PretrainedConfig):
         causal: bool = False,
         norm_type: str = "ln",
         decoder_bias: bool = False,
+        permutation_invariant: bool = True,
         **kwargs: Any,
     ) -> None:
         _require_sampling_rate(sampling_rate)
@@ -197,6 +198,8 @@ class MossFormerConfig(PretrainedConfig):
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
         if not isinstance(decoder_bias, bool):
             raise ValueError(f"decoder_bias must be a bool, got {decoder_bias!r}")
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
 
         self.sampling_rate = sampling_rate
         self.audio_channels = audio_channels
@@ -215,6 +218,7 @@ class MossFormerConfig(PretrainedConfig):
         self.causal = causal
         self.norm_type = norm_type
         self.decoder_bias = decoder_bias
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property

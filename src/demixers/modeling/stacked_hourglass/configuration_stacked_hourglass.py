@@ -104,6 +104,8 @@ class StackedHourglassConfig(PretrainedConfig):
             `num_features`.
         normalize_magnitude (`bool`, defaults to `True`): divide each magnitude spectrogram (and the
             targets of the loss) by its maximum, as the release does per track (here: per input).
+        permutation_invariant (`bool`, defaults to `False`): named stems in a fixed order (music);
+            True would make the pipeline align the sources across chunks and evaluation use PIT.
     """
 
     model_type = "stacked_hourglass"
@@ -122,6 +124,7 @@ class StackedHourglassConfig(PretrainedConfig):
         feature_growth: int = 0,
         stem_channels: Sequence[int] | None = None,
         normalize_magnitude: bool = True,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
         _require_sampling_rate(sampling_rate)
@@ -167,6 +170,9 @@ class StackedHourglassConfig(PretrainedConfig):
         self.feature_growth = feature_growth
         self.stem_channels = stem_channels
         self.normalize_magnitude = normalize_magnitude
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property
