@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
 
 import demixers  # noqa: F401  (registers the Auto classes)
 
@@ -189,6 +190,81 @@ class SourceSeparationModelTesterMixin:
             bad[0, 0, length // 2] = float("inf")
             with pytest.raises(ValueError):
                 model(input_values=bad)
+
+    def test_return_dict_true_false_and_config_default(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        inputs = self.make_inputs(config)
+        labels = 0.1 * torch.randn(inputs.shape[0], len(config.source_names), *inputs.shape[1:])
+        with torch.no_grad():
+            output = model(input_values=inputs, labels=labels, return_dict=True)
+            as_tuple = model(input_values=inputs, labels=labels, return_dict=False)
+            no_loss = model(input_values=inputs, return_dict=False)
+            assert isinstance(output, ModelOutput) and output.loss is not None
+            assert isinstance(as_tuple, tuple) and len(as_tuple) == 2
+            assert torch.equal(as_tuple[0], output.loss) and torch.equal(as_tuple[1], output.audio_values)
+            assert isinstance(no_loss, tuple) and len(no_loss) == 1
+            assert torch.equal(no_loss[0], output.audio_values)
+            # return_dict=None follows config.use_return_dict, as in transformers
+            model.config.return_dict = False
+            try:
+                default = model(input_values=inputs)
+            finally:
+                model.config.return_dict = True
+            assert isinstance(default, tuple) and torch.equal(default[0], output.audio_values)
+            assert isinstance(model(input_values=inputs), ModelOutput)
+
+    def test_padding_mask_is_honoured(self) -> None:
+        """Padded items are separated at their own length, zero in the padding, and padding never
+        counts in the loss (garbage there changes nothing)."""
+        config = self.get_config()
+        model = self.make_model(config)
+        length = self.input_lengths[-1]
+        short = (2 * length) // 3
+        inputs = self.make_inputs(config, batch_size=2, length=length)
+        labels = 0.1 * torch.randn(2, len(config.source_names), config.audio_channels, length)
+        padding_mask = torch.ones(2, length, dtype=torch.long)
+        padding_mask[1, short:] = 0
+        with torch.no_grad():
+            full = model(input_values=inputs, padding_mask=torch.ones(2, length, dtype=torch.long))
+            assert torch.equal(full.audio_values, model(input_values=inputs).audio_values)
+            clean_inputs, clean_labels = inputs.clone(), labels.clone()
+            clean_inputs[1, :, short:] = 0
+            clean_labels[1, ..., short:] = 0
+            dirty_inputs, dirty_labels = inputs.clone(), labels.clone()
+            dirty_inputs[1, :, short:] = 0.5 * torch.randn(config.audio_channels, length - short)
+            dirty_labels[1, ..., short:] = 3.0
+            clean = model(input_values=clean_inputs, labels=clean_labels, padding_mask=padding_mask)
+            dirty = model(input_values=dirty_inputs, labels=dirty_labels, padding_mask=padding_mask)
+            alone = model(input_values=inputs[1:, :, :short]).audio_values
+        assert tuple(dirty.audio_values.shape) == (2, len(config.source_names), config.audio_channels, length)
+        assert not dirty.audio_values[1, ..., short:].any()
+        self.assert_close(dirty.audio_values[1:, ..., :short], alone)
+        self.assert_close(dirty.audio_values[:1], full.audio_values[:1])
+        torch.testing.assert_close(dirty.loss, clean.loss, atol=1e-6, rtol=1e-5)
+        with pytest.raises(ValueError, match="padding_mask"):
+            model(input_values=inputs, padding_mask=torch.ones(2, length - 1))
+        with pytest.raises(TypeError, match="padding_mask"):
+            model(input_values=inputs, padding_mask=[[1] * length] * 2)
+
+    def test_mistakes_raise_the_same_exception_types_in_every_family(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        length = self.input_lengths[-1]
+        channels = config.audio_channels
+        with torch.no_grad():
+            with pytest.raises(TypeError, match="input_values"):
+                model(input_values=[[0.0] * length])
+            with pytest.raises(TypeError, match=r"int64|dtype|floating"):
+                model(input_values=torch.zeros(1, channels, length, dtype=torch.int64))
+            with pytest.raises(ValueError, match=re.escape(str((1, 1, channels, length)))):
+                model(input_values=torch.zeros(1, 1, channels, length))
+            with pytest.raises(ValueError, match=str(channels + 2)):
+                model(input_values=torch.zeros(1, channels + 2, length))
+            with pytest.raises(ValueError, match=r"empty|zero"):
+                model(input_values=torch.zeros(1, channels, 0))
+            with pytest.raises(ValueError, match="labels"):
+                model(input_values=torch.zeros(1, channels, length), labels=torch.zeros(1, 1, 1, 3))
 
     # -- training ------------------------------------------------------------------------------
 

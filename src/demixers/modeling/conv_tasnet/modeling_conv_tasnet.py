@@ -449,6 +449,8 @@ def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: i
     """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
     if padding_mask is None:
         return None
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
     if tuple(padding_mask.shape) != (batch, length):
         raise ValueError(
             f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
@@ -555,6 +557,10 @@ class ConvTasNetForSourceSeparation(ConvTasNetPreTrainedModel):
                     mixture[index : index + 1, :, :item_length]
                 )[0]
 
+        if labels is not None and lengths is not None and tuple(labels.shape) == tuple(audio_values.shape):
+            # the padded tail is zero in both: its content never counts
+            keep = torch.arange(length, device=labels.device)[None, :] < lengths.to(labels.device)[:, None]
+            labels = labels * keep[:, None, None, :].to(labels.dtype)
         loss = self.compute_loss(audio_values, labels) if labels is not None else None
         if not return_dict:
             return (loss, audio_values) if loss is not None else (audio_values,)

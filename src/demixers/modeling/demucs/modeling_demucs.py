@@ -66,6 +66,25 @@ class DemucsSourceSeparationOutput(ModelOutput):
 
 
 # Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
+
+
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
+def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
+    if padding_mask is None:
+        return None
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
+    if tuple(padding_mask.shape) != (batch, length):
+        raise ValueError(
+            f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
+        )
+    lengths = padding_mask.to(torch.bool).sum(dim=-1)
+    if (lengths == 0).any():
+        raise ValueError("padding_mask marks an item with no samples at all")
+    return None if bool((lengths == length).all()) else lengths
+
+
 class _LoadReportFilter(logging.Filter):
     """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
     one ``ValueError`` instead, and a match has nothing to report."""
@@ -191,7 +210,7 @@ class DemucsPreTrainedModel(PreTrainedModel):
         if input_values.shape[-1] == 0 or input_values.shape[0] == 0:
             raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point, got {input_values.dtype}")
+            raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
         if not torch.isfinite(input_values).all():
             raise ValueError("input_values contains NaN or Inf samples")
         return input_values
@@ -211,17 +230,56 @@ class DemucsPreTrainedModel(PreTrainedModel):
         return length
 
     def forward(
-        self, input_values: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> DemucsSourceSeparationOutput:
+        self,
+        input_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> DemucsSourceSeparationOutput | tuple[torch.Tensor, ...]:
         r"""
         Args:
             input_values (`torch.FloatTensor` of shape `(batch, channels, time)`): the mixture.
             labels (`torch.FloatTensor` of shape `(batch, sources, channels, time)`, *optional*):
                 reference sources for the L1 loss.
+            padding_mask (`torch.Tensor` of shape `(batch, time)`, *optional*): 1 on real samples, 0 on
+                padding. Items with padding are separated at their own length, their padded tail is
+                zero in the output, and the loss is the mean of the items' own losses (padding never
+                counts).
+            return_dict (`bool`, *optional*): return a tuple instead of a `ModelOutput` when False.
         """
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
         mix = self._check_input(input_values)
-        audio_values = self._separate(mix)
-        return DemucsSourceSeparationOutput(loss=self._loss(audio_values, labels), audio_values=audio_values)
+        batch, channels, length = mix.shape
+        lengths = _check_padding_mask(padding_mask, batch, length)
+        if labels is not None:
+            self._check_labels(labels, (batch, len(self.config.source_names), channels, length))
+        if lengths is None:
+            audio_values = self._separate(mix)
+            loss = self._loss(audio_values, labels)
+        else:
+            audio_values = mix.new_zeros(batch, len(self.config.source_names), channels, length)
+            losses = []
+            for index, item_length in enumerate(lengths.tolist()):
+                item = self._separate(mix[index : index + 1, :, :item_length])
+                audio_values[index, ..., :item_length] = item[0]
+                if labels is not None:
+                    losses.append(self._loss(item, labels[index : index + 1, ..., :item_length]))
+            loss = torch.stack(losses).mean() if losses else None
+        if not return_dict:
+            return (loss, audio_values) if loss is not None else (audio_values,)
+        return DemucsSourceSeparationOutput(loss=loss, audio_values=audio_values)
+
+    @staticmethod
+    def _check_labels(labels: torch.Tensor, expected: tuple[int, ...]) -> None:
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if tuple(labels.shape) != expected:
+            raise ValueError(
+                f"labels must have shape (batch, sources, channels, time) = {expected}, "
+                f"got {tuple(labels.shape)}"
+            )
+        if not labels.is_floating_point():
+            raise TypeError(f"labels must be a floating-point tensor, got {labels.dtype}")
 
     def _separate(self, mix: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

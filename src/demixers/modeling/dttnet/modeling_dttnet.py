@@ -329,6 +329,25 @@ class DTTNetUNet(nn.Module):
 
 
 # Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
+
+
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
+def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
+    if padding_mask is None:
+        return None
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
+    if tuple(padding_mask.shape) != (batch, length):
+        raise ValueError(
+            f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
+        )
+    lengths = padding_mask.to(torch.bool).sum(dim=-1)
+    if (lengths == 0).any():
+        raise ValueError("padding_mask marks an item with no samples at all")
+    return None if bool((lengths == length).all()) else lengths
+
+
 class _LoadReportFilter(logging.Filter):
     """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
     one ``ValueError`` instead, and a match has nothing to report."""
@@ -480,7 +499,7 @@ class DTTNetForSourceSeparation(DTTNetPreTrainedModel):
         if input_values.shape[0] == 0 or input_values.shape[-1] == 0:
             raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point, got {input_values.dtype}")
+            raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
         if not torch.isfinite(input_values).all():
             raise ValueError("input_values contains NaN or Inf samples")
         return input_values
@@ -524,6 +543,7 @@ class DTTNetForSourceSeparation(DTTNetPreTrainedModel):
         self,
         input_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> DTTNetSourceSeparationOutput | tuple[torch.Tensor, ...]:
         r"""
@@ -532,10 +552,37 @@ class DTTNetForSourceSeparation(DTTNetPreTrainedModel):
                 `config.sampling_rate`, any length.
             labels (`torch.FloatTensor` of shape `(batch, num_sources, audio_channels, time)`, *optional*):
                 reference sources in the order of `config.source_names`; gives the L1 `loss`.
+            padding_mask (`torch.Tensor` of shape `(batch, time)`, *optional*): 1 on real samples, 0 on
+                padding. Items with padding are separated at their own length, their padded tail is
+                zero in the output, and the loss is the mean of the items' own losses.
             return_dict (`bool`, *optional*): return a tuple instead of a `ModelOutput` when False.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
         input_values = self._check_input_values(input_values)
+        batch, channels, length = input_values.shape
+        lengths = _check_padding_mask(padding_mask, batch, length)
+        if lengths is not None:
+            expected = (batch, self.config.num_sources, channels, length)
+            if labels is not None and tuple(labels.shape) != expected:
+                raise ValueError(
+                    f"labels must be (batch, num_sources, audio_channels, time) = {expected}, "
+                    f"got {tuple(labels.shape)}"
+                )
+            audio_values = input_values.new_zeros(expected)
+            losses = []
+            for index, item_length in enumerate(lengths.tolist()):
+                item = self(
+                    input_values[index : index + 1, :, :item_length],
+                    labels=None if labels is None else labels[index : index + 1, ..., :item_length],
+                    return_dict=True,
+                )
+                audio_values[index, ..., :item_length] = item.audio_values[0]
+                if item.loss is not None:
+                    losses.append(item.loss)
+            loss = torch.stack(losses).mean() if losses else None
+            if not return_dict:
+                return (loss, audio_values) if loss is not None else (audio_values,)
+            return DTTNetSourceSeparationOutput(loss=loss, audio_values=audio_values)
         mixture = input_values.float()
         target = self.separate_target(mixture)
         sources = [target]

@@ -757,6 +757,8 @@ class MossFormerForSourceSeparation(MossFormerPreTrainedModel):
 
         lengths = None
         if padding_mask is not None:
+            if not isinstance(padding_mask, torch.Tensor):
+                raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
             if padding_mask.shape != (batch, length):
                 raise ValueError(
                     f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
@@ -782,7 +784,12 @@ class MossFormerForSourceSeparation(MossFormerPreTrainedModel):
                 raise ValueError(
                     f"labels must be (batch, num_sources, 1, time) = {expected}, got {tuple(labels.shape)}"
                 )
-            loss = permutation_invariant_si_snr_loss(audio_values, labels.to(audio_values.device))
+            labels = labels.to(audio_values.device)
+            if lengths is not None:  # the padded tail is zero in both: its content never counts
+                positions = torch.arange(length, device=labels.device)[None, :]
+                keep = positions < lengths.to(labels.device)[:, None]
+                labels = labels * keep[:, None, None, :].to(labels.dtype)
+            loss = permutation_invariant_si_snr_loss(audio_values, labels)
 
         if not return_dict:
             return (loss, audio_values) if loss is not None else (audio_values,)

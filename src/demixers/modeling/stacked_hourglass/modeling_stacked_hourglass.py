@@ -180,6 +180,25 @@ class StackedHourglassNetwork(nn.Module):
 
 
 # Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
+
+
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
+def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
+    if padding_mask is None:
+        return None
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
+    if tuple(padding_mask.shape) != (batch, length):
+        raise ValueError(
+            f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
+        )
+    lengths = padding_mask.to(torch.bool).sum(dim=-1)
+    if (lengths == 0).any():
+        raise ValueError("padding_mask marks an item with no samples at all")
+    return None if bool((lengths == length).all()) else lengths
+
+
 class _LoadReportFilter(logging.Filter):
     """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
     one ``ValueError`` instead, and a match has nothing to report."""
@@ -319,7 +338,7 @@ class StackedHourglassForSourceSeparation(StackedHourglassPreTrainedModel):
         if input_values.shape[0] == 0 or input_values.shape[-1] == 0:
             raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point, got {input_values.dtype}")
+            raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
         if not torch.isfinite(input_values).all():
             raise ValueError("input_values contains NaN or Inf samples")
         return input_values
@@ -358,8 +377,9 @@ class StackedHourglassForSourceSeparation(StackedHourglassPreTrainedModel):
         self,
         input_values: torch.Tensor,
         labels: torch.Tensor | None = None,
-        output_masks: bool = False,
+        padding_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        output_masks: bool = False,
     ) -> StackedHourglassSourceSeparationOutput | tuple[torch.Tensor, ...]:
         r"""
         Args:
@@ -367,14 +387,43 @@ class StackedHourglassForSourceSeparation(StackedHourglassPreTrainedModel):
                 `config.sampling_rate` (`(batch, time)` is accepted for mono models), any length.
             labels (`torch.FloatTensor` of shape `(batch, num_sources, audio_channels, time)`, *optional*):
                 reference sources in the order of `config.source_names`; gives the stacked mask `loss`.
-            output_masks (`bool`, defaults to False): also return every stack's raw masks.
+            padding_mask (`torch.Tensor` of shape `(batch, time)`, *optional*): 1 on real samples, 0 on
+                padding. Items with padding are separated at their own length, their padded tail is
+                zero in the output, and the loss is the mean of the items' own losses.
             return_dict (`bool`, *optional*): return a tuple instead of a `ModelOutput` when False.
+            output_masks (`bool`, defaults to False): also return every stack's raw masks (not with a
+                padding mask that pads some item: the items' masks then differ in size).
         """
         config = self.config
-        return_dict = return_dict if return_dict is not None else config.return_dict
+        return_dict = return_dict if return_dict is not None else config.use_return_dict
         input_values = self._check_input_values(input_values)
         batch, channels, length = input_values.shape
         sources = config.num_sources
+        lengths = _check_padding_mask(padding_mask, batch, length)
+        if lengths is not None:
+            if output_masks:
+                raise ValueError("output_masks=True cannot be combined with a padding_mask that pads an item")
+            expected = (batch, sources, channels, length)
+            if labels is not None and tuple(labels.shape) != expected:
+                raise ValueError(
+                    f"labels must be (batch, num_sources, audio_channels, time) = {expected}, "
+                    f"got {tuple(labels.shape)}"
+                )
+            audio_values = input_values.new_zeros(expected)
+            losses = []
+            for index, item_length in enumerate(lengths.tolist()):
+                item = self(
+                    input_values[index : index + 1, :, :item_length],
+                    labels=None if labels is None else labels[index : index + 1, ..., :item_length],
+                    return_dict=True,
+                )
+                audio_values[index, ..., :item_length] = item.audio_values[0]
+                if item.loss is not None:
+                    losses.append(item.loss)
+            loss = torch.stack(losses).mean() if losses else None
+            if not return_dict:
+                return (loss, audio_values) if loss is not None else (audio_values,)
+            return StackedHourglassSourceSeparationOutput(loss=loss, audio_values=audio_values)
 
         # einops: b c t -> (b c) t; each channel is a separate mono spectrogram
         spectrogram = self._stft(input_values.reshape(batch * channels, length))[:, : config.num_bins]
