@@ -618,8 +618,10 @@ class DemucsBagConfig(PretrainedConfig):
         segment: float | None = None,
         **kwargs: Any,
     ) -> None:
-        for key in ("sampling_rate", "audio_channels", "source_names", "permutation_invariant"):
+        for key in ("sampling_rate", "audio_channels", "source_names"):
             kwargs.pop(key, None)  # derived from the members (a saved config.json repeats them)
+        # the members' decision unless the bag's own config.json declares one
+        permutation_invariant = kwargs.pop("permutation_invariant", None)
         if models is None:
             models = [HTDemucsConfig().architecture_dict()]
         if isinstance(models, (str, bytes)) or not isinstance(models, Sequence) or not models:
@@ -663,7 +665,11 @@ class DemucsBagConfig(PretrainedConfig):
         self.sampling_rate = first.sampling_rate
         self.audio_channels = first.audio_channels
         self.source_names = list(first.source_names)
-        self.permutation_invariant = first.permutation_invariant
+        if permutation_invariant is None:
+            permutation_invariant = first.permutation_invariant
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property
