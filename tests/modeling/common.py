@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
 
 import demixers  # noqa: F401  (registers the Auto classes)
 
@@ -92,6 +93,23 @@ class SourceSeparationModelTesterMixin:
         assert all(isinstance(name, str) and name for name in config.source_names)
         rebuilt = type(config).from_dict(config.to_dict())
         assert rebuilt.to_dict() == config.to_dict()
+
+    def test_config_declares_the_keys_the_pipeline_and_trainer_read(self, tmp_path: Path) -> None:
+        from demixers.utils.model_contract import is_permutation_invariant
+
+        config = self.get_config()
+        assert isinstance(config.permutation_invariant, bool)
+        assert is_permutation_invariant(config) is config.permutation_invariant
+        config.save_pretrained(tmp_path)
+        saved = json.loads((tmp_path / "config.json").read_text())
+        for key in ("sampling_rate", "audio_channels", "source_names", "permutation_invariant"):
+            assert key in saved, f"config.json lacks {key}"
+            assert saved[key] == getattr(config, key), key
+        # a real field: flipping it survives a save/load round trip
+        values = {**saved, "permutation_invariant": not config.permutation_invariant}
+        (tmp_path / "config.json").write_text(json.dumps(values))
+        flipped = AutoConfig.from_pretrained(tmp_path).permutation_invariant
+        assert flipped is (not config.permutation_invariant)
 
     def test_default_config_builds_through_auto_config(self) -> None:
         config_class = self.model_class.config_class
@@ -173,6 +191,81 @@ class SourceSeparationModelTesterMixin:
             with pytest.raises(ValueError):
                 model(input_values=bad)
 
+    def test_return_dict_true_false_and_config_default(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        inputs = self.make_inputs(config)
+        labels = 0.1 * torch.randn(inputs.shape[0], len(config.source_names), *inputs.shape[1:])
+        with torch.no_grad():
+            output = model(input_values=inputs, labels=labels, return_dict=True)
+            as_tuple = model(input_values=inputs, labels=labels, return_dict=False)
+            no_loss = model(input_values=inputs, return_dict=False)
+            assert isinstance(output, ModelOutput) and output.loss is not None
+            assert isinstance(as_tuple, tuple) and len(as_tuple) == 2
+            assert torch.equal(as_tuple[0], output.loss) and torch.equal(as_tuple[1], output.audio_values)
+            assert isinstance(no_loss, tuple) and len(no_loss) == 1
+            assert torch.equal(no_loss[0], output.audio_values)
+            # return_dict=None follows config.use_return_dict, as in transformers
+            model.config.return_dict = False
+            try:
+                default = model(input_values=inputs)
+            finally:
+                model.config.return_dict = True
+            assert isinstance(default, tuple) and torch.equal(default[0], output.audio_values)
+            assert isinstance(model(input_values=inputs), ModelOutput)
+
+    def test_padding_mask_is_honoured(self) -> None:
+        """Padded items are separated at their own length, zero in the padding, and padding never
+        counts in the loss (garbage there changes nothing)."""
+        config = self.get_config()
+        model = self.make_model(config)
+        length = self.input_lengths[-1]
+        short = (2 * length) // 3
+        inputs = self.make_inputs(config, batch_size=2, length=length)
+        labels = 0.1 * torch.randn(2, len(config.source_names), config.audio_channels, length)
+        padding_mask = torch.ones(2, length, dtype=torch.long)
+        padding_mask[1, short:] = 0
+        with torch.no_grad():
+            full = model(input_values=inputs, padding_mask=torch.ones(2, length, dtype=torch.long))
+            assert torch.equal(full.audio_values, model(input_values=inputs).audio_values)
+            clean_inputs, clean_labels = inputs.clone(), labels.clone()
+            clean_inputs[1, :, short:] = 0
+            clean_labels[1, ..., short:] = 0
+            dirty_inputs, dirty_labels = inputs.clone(), labels.clone()
+            dirty_inputs[1, :, short:] = 0.5 * torch.randn(config.audio_channels, length - short)
+            dirty_labels[1, ..., short:] = 3.0
+            clean = model(input_values=clean_inputs, labels=clean_labels, padding_mask=padding_mask)
+            dirty = model(input_values=dirty_inputs, labels=dirty_labels, padding_mask=padding_mask)
+            alone = model(input_values=inputs[1:, :, :short]).audio_values
+        assert tuple(dirty.audio_values.shape) == (2, len(config.source_names), config.audio_channels, length)
+        assert not dirty.audio_values[1, ..., short:].any()
+        self.assert_close(dirty.audio_values[1:, ..., :short], alone)
+        self.assert_close(dirty.audio_values[:1], full.audio_values[:1])
+        torch.testing.assert_close(dirty.loss, clean.loss, atol=1e-6, rtol=1e-5)
+        with pytest.raises(ValueError, match="padding_mask"):
+            model(input_values=inputs, padding_mask=torch.ones(2, length - 1))
+        with pytest.raises(TypeError, match="padding_mask"):
+            model(input_values=inputs, padding_mask=[[1] * length] * 2)
+
+    def test_mistakes_raise_the_same_exception_types_in_every_family(self) -> None:
+        config = self.get_config()
+        model = self.make_model(config)
+        length = self.input_lengths[-1]
+        channels = config.audio_channels
+        with torch.no_grad():
+            with pytest.raises(TypeError, match="input_values"):
+                model(input_values=[[0.0] * length])
+            with pytest.raises(TypeError, match=r"int64|dtype|floating"):
+                model(input_values=torch.zeros(1, channels, length, dtype=torch.int64))
+            with pytest.raises(ValueError, match=re.escape(str((1, 1, channels, length)))):
+                model(input_values=torch.zeros(1, 1, channels, length))
+            with pytest.raises(ValueError, match=str(channels + 2)):
+                model(input_values=torch.zeros(1, channels + 2, length))
+            with pytest.raises(ValueError, match=r"empty|zero"):
+                model(input_values=torch.zeros(1, channels, 0))
+            with pytest.raises(ValueError, match="labels"):
+                model(input_values=torch.zeros(1, channels, length), labels=torch.zeros(1, 1, 1, 3))
+
     # -- training ------------------------------------------------------------------------------
 
     def test_gradients_reach_every_parameter(self) -> None:
@@ -243,6 +336,33 @@ class SourceSeparationModelTesterMixin:
             assert torch.equal(
                 model(input_values=inputs).audio_values, auto_model(input_values=inputs).audio_values
             )
+
+    def test_loading_is_strict(self, tmp_path: Path) -> None:
+        """A missing, unexpected or reshaped tensor is a ValueError naming it (never random weights)."""
+        from safetensors.torch import load_file, save_file
+
+        model = self.make_model()
+        model.save_pretrained(tmp_path / "full")
+        state = load_file(tmp_path / "full" / "model.safetensors")
+        victim = max(state, key=lambda key: state[key].numel())  # the largest tensor, surely a weight
+        edits = {
+            "missing": ({key: value for key, value in state.items() if key != victim}, victim),
+            "unexpected": ({**state, "surplus.weight": torch.zeros(2)}, "surplus.weight"),
+            "mismatched": ({**state, victim: state[victim].flatten()[:1].clone()}, victim),
+        }
+        for label, (edited, key) in edits.items():
+            folder = tmp_path / label
+            folder.mkdir()
+            (folder / "config.json").write_bytes((tmp_path / "full" / "config.json").read_bytes())
+            save_file(edited, folder / "model.safetensors", metadata={"format": "pt"})
+            with pytest.raises(ValueError, match=re.escape(key)) as raised:
+                AutoModel.from_pretrained(folder)
+            message = str(raised.value)
+            assert label in message and str(folder) in message and "\n" not in message, message
+        lenient, info = self.model_class.from_pretrained(
+            tmp_path / "missing", strict=False, output_loading_info=True
+        )
+        assert type(lenient) is self.model_class and victim in info["missing_keys"]
 
     def test_remote_code_loads_without_demixers(self, tmp_path: Path) -> None:
         config = self.get_config()

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..evaluation.aggregate import HEADLINE_LABELS, METRICS, format_db
 from ..utils.files import write_text_atomic
+from ..utils.model_contract import is_permutation_invariant
 from .architectures import Architecture, architecture_for
 
 __all__ = ["FIGURE_NAME", "build_card_data", "eval_results_from", "render_model_card", "write_model_card"]
@@ -115,6 +116,7 @@ def render_model_card(
 
     model_type = config_dict.get("model_type")
     architecture = architecture_for(model_type)
+    domain = _domain(config_dict, architecture)
     source_names = list(config_dict.get("source_names") or [])
     base_models = _as_list(base_model)
     if base_models is None and training and isinstance(training.get("model"), Mapping):
@@ -135,6 +137,7 @@ def render_model_card(
         model_name=model_name,
         model_type=model_type,
         architecture=architecture,
+        domain=domain,
         results=results_dict,
         datasets=dataset_ids,
         license=license,
@@ -144,7 +147,7 @@ def render_model_card(
     values = {
         "metadata": card_data.to_yaml(),
         "title": model_name,
-        "summary": _summary(config_dict, architecture, source_names, base_models, results_dict),
+        "summary": _summary(config_dict, architecture, source_names, base_models, results_dict, domain),
         "about": f"\n{about.strip()}\n" if about and about.strip() else "",
         "figure": (
             "\n![Spectrograms of an example mixture and of the stems this model separates from "
@@ -161,7 +164,7 @@ def render_model_card(
         "model_ref": repo_id or "path/to/model_folder",
         "training": _training_section(training, training_summary, base_models),
         "evaluation": _evaluation_section(results_dict),
-        "limitations": _limitations(architecture, config_dict, source_names),
+        "limitations": _limitations(domain, config_dict, source_names),
         "bibtex": architecture.bibtex if architecture else "% no citation on record for this architecture",
     }
     text = Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
@@ -185,6 +188,7 @@ def build_card_data(
     architecture: Architecture | None,
     results: Mapping[str, Any] | None,
     datasets: Sequence[str],
+    domain: str | None = None,
     license: str,
     base_model: Sequence[str] | None,
     tags: Sequence[str] = (),
@@ -193,8 +197,10 @@ def build_card_data(
     from huggingface_hub import ModelCardData
 
     all_tags = ["audio", "audio-source-separation", "demixers"]
-    if architecture is not None:
-        all_tags.append("speech-separation" if architecture.domain == "speech" else "music-source-separation")
+    if domain is None and architecture is not None:
+        domain = architecture.domain
+    if domain is not None:
+        all_tags.append("speech-separation" if domain == "speech" else "music-source-separation")
     if model_type:
         all_tags.append(model_type)
     all_tags.extend(tags)
@@ -358,10 +364,11 @@ def _summary(
     source_names: Sequence[str],
     base_models: Sequence[str] | None,
     results: Mapping[str, Any] | None,
+    domain: str | None = None,
 ) -> str:
     name = architecture.name if architecture else config.get("model_type", "source separation")
     domain = {"speech": "speech separation", "music": "music source separation"}.get(
-        architecture.domain if architecture else "", "audio source separation"
+        domain or "", "audio source separation"
     )
     channels = config.get("audio_channels")
     layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}-channel" if channels else "")
@@ -533,12 +540,29 @@ def _evaluation_section(results: Mapping[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def _limitations(
-    architecture: Architecture | None, config: Mapping[str, Any], source_names: Sequence[str]
-) -> str:
+def _domain(config: Mapping[str, Any], architecture: Architecture | None) -> str | None:
+    """``"speech"`` (unordered speakers) or ``"music"`` (named stems), as the config itself declares.
+
+    A family's architecture alone does not decide it (a Conv-TasNet can be a music model); a
+    ``config.json`` saved before ``permutation_invariant`` existed gets its family's default.
+    """
+    if "permutation_invariant" not in config and config.get("model_type"):
+        from transformers import AutoConfig
+
+        fields = {key: value for key, value in config.items() if key != "model_type"}
+        try:
+            config = AutoConfig.for_model(config["model_type"], **fields).to_dict()
+        except (ValueError, TypeError, KeyError):
+            return architecture.domain if architecture else None
+    if "permutation_invariant" not in config:
+        return architecture.domain if architecture else None
+    return "speech" if is_permutation_invariant(config) else "music"
+
+
+def _limitations(domain: str | None, config: Mapping[str, Any], source_names: Sequence[str]) -> str:
     rate = config.get("sampling_rate")
     points = []
-    if architecture is not None and architecture.domain == "speech":
+    if domain == "speech":
         points += [
             f"Trained on read speech mixtures; expect lower quality on conversational, reverberant or noisy "
             f"recordings, on more than {len(source_names) or 'the trained number of'} overlapping "
@@ -547,7 +571,7 @@ def _limitations(
             "The output order of the speakers is arbitrary (the model is trained with permutation-invariant "
             "training); do not rely on a speaker staying on the same output across separate calls.",
         ]
-    elif architecture is not None and architecture.domain == "music":
+    elif domain == "music":
         points += [
             "Trained on Western popular music stems; genres, instruments and production styles far from the "
             "training data separate less cleanly, and sounds that belong to no stem end up in the "

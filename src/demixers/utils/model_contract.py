@@ -7,23 +7,29 @@ reads the decisions derived from it, so the layers above never re-derive them wi
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from typing import Any
-
-# Transitional: configs saved before every family declared ``permutation_invariant`` are judged by
-# their source names (speaker indices are permutable).
-_SPEAKER_NAME = re.compile(r"^(speaker|spk|talker|voice|s)[_\-]?\d+$", re.IGNORECASE)
 
 
 def is_permutation_invariant(config: Any) -> bool:
     """Whether the model's sources come out in an arbitrary order (speech separation).
 
-    ``config.permutation_invariant`` (a config field or a class attribute of the config) decides
-    when it is a bool. Otherwise the sources are taken as permutable when every name in
-    ``config.source_names`` looks like a speaker index (``speaker_1``, ``spk2``, ``s1`` ...).
+    Reads ``config.permutation_invariant`` (a config object's field, or the key of a config dict such
+    as a loaded ``config.json``) and nothing else: every family's config declares it, with the
+    family's default (speech families True, music families False) saved in ``config.json``.
+
+    Raises:
+        TypeError: the config does not declare ``permutation_invariant`` as a bool.
     """
-    flag = getattr(config, "permutation_invariant", None)
-    if isinstance(flag, bool):
-        return flag
-    names = list(getattr(config, "source_names", []) or [])
-    return len(names) > 1 and all(isinstance(name, str) and _SPEAKER_NAME.match(name) for name in names)
+    if isinstance(config, Mapping):
+        flag = config.get("permutation_invariant")
+    else:
+        flag = getattr(config, "permutation_invariant", None)
+    if not isinstance(flag, bool):
+        name = config.get("model_type") if isinstance(config, Mapping) else type(config).__name__
+        raise TypeError(
+            f"{name}: the config must declare permutation_invariant as a bool (True: unordered "
+            f"speakers, False: named stems in a fixed order), got {flag!r}; every demixers family "
+            "sets it, a custom config needs the field"
+        )
+    return flag

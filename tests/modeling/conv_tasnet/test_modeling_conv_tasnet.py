@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -421,3 +423,49 @@ def test_short_training_run_lowers_the_loss() -> None:
         losses.append(loss.item())
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first - 8.0, (first, last)  # at least 8 dB of SI-SNR gained (about 16 dB here)
+
+
+def test_permutation_invariant_is_a_saved_field_with_the_task_default(tmp_path: Path) -> None:
+    from demixers.utils.model_contract import is_permutation_invariant
+
+    assert ConvTasNetConfig().permutation_invariant is True  # speech: speaker_1, speaker_2
+    assert ConvTasNetConfig(num_speakers=3).permutation_invariant is True
+    assert ConvTasNetConfig(source_names=["drums", "bass"]).permutation_invariant is False
+    # the field decides, not the names: speakers can be declared ordered, stems unordered
+    assert not is_permutation_invariant(ConvTasNetConfig(permutation_invariant=False))
+    assert is_permutation_invariant(ConvTasNetConfig(source_names=["a", "b"], permutation_invariant=True))
+    declared = ConvTasNetConfig(source_names=["a", "b"], permutation_invariant=True)
+    assert declared.to_dict()["permutation_invariant"] is True
+    with pytest.raises(ValueError, match="permutation_invariant"):
+        ConvTasNetConfig(permutation_invariant="yes")
+    # a config.json saved before the field existed loads with the same decision as before
+    music = music_config()
+    music.save_pretrained(tmp_path)
+    values = json.loads((tmp_path / "config.json").read_text())
+    del values["permutation_invariant"]
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    assert ConvTasNetConfig.from_pretrained(tmp_path).permutation_invariant is False
+
+
+def test_is_permutation_invariant_reads_only_the_field() -> None:
+    from types import SimpleNamespace
+
+    from demixers.utils.model_contract import is_permutation_invariant
+
+    with pytest.raises(TypeError, match="permutation_invariant"):
+        is_permutation_invariant(SimpleNamespace(source_names=["speaker_1", "speaker_2"]))
+    with pytest.raises(TypeError, match="permutation_invariant"):
+        is_permutation_invariant(SimpleNamespace(source_names=["a", "b"], permutation_invariant="no"))
+    assert is_permutation_invariant({"permutation_invariant": True}) is True
+
+
+def test_model_card_domain_follows_the_config_not_the_family(tmp_path: Path) -> None:
+    from demixers.model_cards.render import render_model_card
+
+    music_config().save_pretrained(tmp_path / "music")
+    card = render_model_card(tmp_path / "music")
+    assert "music source separation" in card and "music-source-separation" in card
+    assert "speech-separation" not in card
+    tiny_config().save_pretrained(tmp_path / "speech")
+    card = render_model_card(tmp_path / "speech")
+    assert "speech separation" in card and "speech-separation" in card

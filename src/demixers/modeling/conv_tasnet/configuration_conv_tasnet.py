@@ -20,7 +20,6 @@ Two sets of switches cover the other published variants without changing the mod
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,14 +28,68 @@ from transformers import PretrainedConfig
 NORM_TYPES = ("gln", "cln", "cgln", "bn", "id")
 MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "tanh", "linear")
 ENCODER_ACTIVATIONS = ("linear", "relu")
-# Source names that mark permutable speakers (the pipeline and the trainer use the same rule).
-_SPEAKER_NAME = re.compile(r"^(speaker|spk|talker|voice|s)[_\-]?\d+$", re.IGNORECASE)
 
 
-def _require_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
+# Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
+# small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
+# terabytes. A downloaded config is untrusted input.
+MIN_SAMPLING_RATE = 1000
+MAX_SAMPLING_RATE = 1_000_000
+MAX_AUDIO_CHANNELS = 64
+MAX_SOURCES = 64
+MAX_SOURCE_NAME_LENGTH = 64
+MAX_WIDTH = 65536  # channels, kernel sizes, FFT sizes, frame counts
+MAX_DEPTH = 256  # layers, blocks, repeats, stacks
+MAX_SEGMENT_SECONDS = 3600.0
+# Source names become stem file names: characters that separate paths or are invalid on some platform.
+_FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
+
+
+def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def _require_sampling_rate(value: Any) -> int:
+    return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
+
+
+def _check_source_names(source_names: Any) -> list[str]:
+    """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
+    if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
+        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
+    names = list(source_names)
+    if not names:
+        raise ValueError("source_names must name at least one source")
+    if len(names) > MAX_SOURCES:
+        raise ValueError(f"source_names holds {len(names)} names; at most {MAX_SOURCES} are supported")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"source_names must be non-empty strings, got {name!r} in {names!r}")
+        if len(name) > MAX_SOURCE_NAME_LENGTH:
+            raise ValueError(
+                f"source_names: {name[:MAX_SOURCE_NAME_LENGTH]!r}... is {len(name)} characters long; "
+                f"at most {MAX_SOURCE_NAME_LENGTH} are allowed"
+            )
+        if not name.isprintable():
+            raise ValueError(f"source_names: {name!r} contains control or non-printable characters")
+        forbidden = sorted(set(name) & _FORBIDDEN_NAME_CHARACTERS)
+        if forbidden:
+            raise ValueError(
+                f"source_names: {name!r} contains {''.join(forbidden)!r}; names become file names and "
+                "may not hold path separators or characters reserved on Windows"
+            )
+        if name.startswith(".") or name.endswith(".") or name != name.strip():
+            raise ValueError(
+                f"source_names: {name!r} may not start or end with a dot or with white space "
+                "(names become file names: '.', '..' and hidden files are refused)"
+            )
+    # case-insensitive file systems (macOS, Windows) would write two such stems to one file
+    if len({name.casefold() for name in names}) != len(names):
+        raise ValueError(f"source_names must be unique (ignoring case), got {names!r}")
+    return names
 
 
 def _require_bool(name: str, value: Any) -> bool:
@@ -53,18 +106,10 @@ def _require_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 def _resolve_source_names(source_names: Any, num_speakers: Any) -> list[str]:
     if num_speakers is not None:
-        _require_int("num_speakers", num_speakers)
+        _require_int("num_speakers", num_speakers, maximum=MAX_SOURCES)
     if source_names is None:
         source_names = [f"speaker_{index + 1}" for index in range(num_speakers or 2)]
-    if isinstance(source_names, str) or not isinstance(source_names, Sequence):
-        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
-    source_names = list(source_names)
-    if not source_names:
-        raise ValueError("source_names must name at least one source")
-    if not all(isinstance(name, str) and name for name in source_names):
-        raise ValueError(f"source_names must be non-empty strings, got {source_names!r}")
-    if len(set(source_names)) != len(source_names):
-        raise ValueError(f"source_names must be unique, got {source_names!r}")
+    source_names = _check_source_names(source_names)
     if num_speakers is not None and num_speakers != len(source_names):
         raise ValueError(
             f"num_speakers={num_speakers} disagrees with source_names={source_names!r} "
@@ -81,8 +126,7 @@ class ConvTasNetConfig(PretrainedConfig):
         audio_channels (`int`, defaults to 1): channels of the mixture and of every source (the
             encoder reads all channels at once, the decoder writes all of them).
         source_names (`list[str]`, defaults to `["speaker_1", "speaker_2"]`): one name per separated
-            source, in output order. Names like `speaker_1` mark permutable speakers (speech): the
-            loss is then permutation-invariant SI-SNR, otherwise L1 on the waveforms.
+            source, in output order.
         num_speakers (`int`, *optional*): number of sources when `source_names` is omitted (names
             `speaker_1` ... `speaker_{num_speakers}`). Not stored.
         encoder_channels (`int`, defaults to 512): number of encoder/decoder filters (N).
@@ -112,6 +156,10 @@ class ConvTasNetConfig(PretrainedConfig):
         separator_bias (`bool`, defaults to `True`): biases of the separator's convolutions.
         segment (`float`, *optional*): training segment in seconds; the pipeline uses it as its
             default chunk length.
+        permutation_invariant (`bool`, *optional*): whether the sources are unordered speakers (the loss
+            is then permutation-invariant SI-SNR and the pipeline aligns them across chunks) or named
+            stems in a fixed order (L1 loss). Saved in config.json; when omitted, True for speakers
+            named by their count (`speaker_1` ... `speaker_N`, the default), False for other names.
         normalize_input (`bool`, defaults to `False`): ask the pipeline to standardise the whole input
             by the mean and standard deviation of its mono mix (and to undo it on the sources), as
             demucs' `separate` does for its tasnet release. `forward` itself never normalises.
@@ -142,12 +190,19 @@ class ConvTasNetConfig(PretrainedConfig):
         mask_prelu: bool = True,
         separator_bias: bool = True,
         segment: float | None = None,
+        permutation_invariant: bool | None = None,
         normalize_input: bool = False,
         **kwargs: Any,
     ) -> None:
-        _require_int("sampling_rate", sampling_rate)
-        _require_int("audio_channels", audio_channels)
+        _require_sampling_rate(sampling_rate)
+        _require_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         source_names = _resolve_source_names(source_names, num_speakers)
+        if permutation_invariant is None:
+            # the speech task (the default): speakers named by the count alone, speaker_1 ... speaker_N;
+            # named stems (a music release) keep their order
+            speakers = [f"speaker_{index + 1}" for index in range(len(source_names))]
+            permutation_invariant = len(source_names) > 1 and source_names == speakers
+        _require_bool("permutation_invariant", permutation_invariant)
         _require_int("encoder_channels", encoder_channels)
         _require_int("encoder_kernel_size", encoder_kernel_size)
         if encoder_stride is None:
@@ -163,8 +218,9 @@ class ConvTasNetConfig(PretrainedConfig):
         _require_int("hidden_channels", hidden_channels)
         _require_int("skip_channels", skip_channels, minimum=0)
         _require_int("conv_kernel_size", conv_kernel_size)
-        _require_int("num_blocks", num_blocks)
-        _require_int("num_repeats", num_repeats)
+        # block x is dilated 2**x: past 2**15 the padding alone would be gigabytes
+        _require_int("num_blocks", num_blocks, maximum=16)
+        _require_int("num_repeats", num_repeats, maximum=MAX_DEPTH)
         norm_type = _require_choice("norm_type", norm_type, NORM_TYPES)
         if input_norm_type is None:
             input_norm_type = norm_type
@@ -186,8 +242,14 @@ class ConvTasNetConfig(PretrainedConfig):
         _require_bool("mask_prelu", mask_prelu)
         _require_bool("separator_bias", separator_bias)
         if segment is not None:
-            if isinstance(segment, bool) or not isinstance(segment, (int, float)) or not segment > 0:
-                raise ValueError(f"segment must be a positive number of seconds or None, got {segment!r}")
+            if (
+                isinstance(segment, bool)
+                or not isinstance(segment, (int, float))
+                or not 0 < segment <= MAX_SEGMENT_SECONDS
+            ):
+                raise ValueError(
+                    f"segment must be seconds in (0, {MAX_SEGMENT_SECONDS}] or None, got {segment!r}"
+                )
             segment = float(segment)
         _require_bool("normalize_input", normalize_input)
 
@@ -211,6 +273,7 @@ class ConvTasNetConfig(PretrainedConfig):
         self.mask_prelu = mask_prelu
         self.separator_bias = separator_bias
         self.segment = segment
+        self.permutation_invariant = permutation_invariant
         self.normalize_input = normalize_input
         super().__init__(**kwargs)
 
@@ -222,10 +285,6 @@ class ConvTasNetConfig(PretrainedConfig):
     def num_speakers(self) -> int:
         return len(self.source_names)
 
-    @property
-    def permutation_invariant(self) -> bool:
-        """Whether the sources are interchangeable speakers (names like `speaker_1`)."""
-        return len(self.source_names) > 1 and all(_SPEAKER_NAME.match(name) for name in self.source_names)
 
     @property
     def receptive_field(self) -> int:

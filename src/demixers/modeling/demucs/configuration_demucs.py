@@ -16,7 +16,7 @@ import inspect
 import math
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import PretrainedConfig
 
@@ -24,18 +24,83 @@ DEFAULT_SOURCES = ("drums", "bass", "other", "vocals")
 TRANSFORMER_EMBEDDINGS = ("sin", "cape", "scaled")
 
 
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
+# with _require_int->_check_int
+# Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
+# small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
+# terabytes. A downloaded config is untrusted input.
+MIN_SAMPLING_RATE = 1000
+MAX_SAMPLING_RATE = 1_000_000
+MAX_AUDIO_CHANNELS = 64
+MAX_SOURCES = 64
+MAX_SOURCE_NAME_LENGTH = 64
+MAX_WIDTH = 65536  # channels, kernel sizes, FFT sizes, frame counts
+MAX_DEPTH = 256  # layers, blocks, repeats, stacks
+MAX_SEGMENT_SECONDS = 3600.0
+# Source names become stem file names: characters that separate paths or are invalid on some platform.
+_FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
+
+
+def _check_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
 
 
-def _check_number(name: str, value: Any, minimum: float | None = None, strict: bool = False) -> float:
+def _require_sampling_rate(value: Any) -> int:
+    return _check_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
+
+
+def _check_source_names(source_names: Any) -> list[str]:
+    """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
+    if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
+        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
+    names = list(source_names)
+    if not names:
+        raise ValueError("source_names must name at least one source")
+    if len(names) > MAX_SOURCES:
+        raise ValueError(f"source_names holds {len(names)} names; at most {MAX_SOURCES} are supported")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"source_names must be non-empty strings, got {name!r} in {names!r}")
+        if len(name) > MAX_SOURCE_NAME_LENGTH:
+            raise ValueError(
+                f"source_names: {name[:MAX_SOURCE_NAME_LENGTH]!r}... is {len(name)} characters long; "
+                f"at most {MAX_SOURCE_NAME_LENGTH} are allowed"
+            )
+        if not name.isprintable():
+            raise ValueError(f"source_names: {name!r} contains control or non-printable characters")
+        forbidden = sorted(set(name) & _FORBIDDEN_NAME_CHARACTERS)
+        if forbidden:
+            raise ValueError(
+                f"source_names: {name!r} contains {''.join(forbidden)!r}; names become file names and "
+                "may not hold path separators or characters reserved on Windows"
+            )
+        if name.startswith(".") or name.endswith(".") or name != name.strip():
+            raise ValueError(
+                f"source_names: {name!r} may not start or end with a dot or with white space "
+                "(names become file names: '.', '..' and hidden files are refused)"
+            )
+    # case-insensitive file systems (macOS, Windows) would write two such stems to one file
+    if len({name.casefold() for name in names}) != len(names):
+        raise ValueError(f"source_names must be unique (ignoring case), got {names!r}")
+    return names
+
+
+def _check_number(
+    name: str,
+    value: Any,
+    minimum: float | None = None,
+    strict: bool = False,
+    maximum: float | None = None,
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if minimum is not None and (value < minimum or (strict and value == minimum)):
         relation = ">" if strict else ">="
         raise ValueError(f"{name} must be {relation} {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value!r}")
     return value
 
 
@@ -52,8 +117,6 @@ def segment_samples(segment: float, sampling_rate: int) -> int:
 class _DemucsCommonConfig(PretrainedConfig):
     """Fields shared by every Demucs model: audio format, source names and training segment."""
 
-    # Named stems (drums, bass, ...), not interchangeable speakers: no cross-chunk permutation search.
-    permutation_invariant = False
     # demucs.separate standardises the whole track by its mono mix's mean/std before chunking and
     # undoes it afterwards; the pipeline does the same for every config with this flag.
     normalize_input = True
@@ -64,18 +127,18 @@ class _DemucsCommonConfig(PretrainedConfig):
         audio_channels: int,
         source_names: Sequence[str] | None,
         segment: float,
+        permutation_invariant: bool = False,
     ) -> None:
-        self.sampling_rate = _check_int("sampling_rate", sampling_rate)
-        self.audio_channels = _check_int("audio_channels", audio_channels)
-        names = list(DEFAULT_SOURCES if source_names is None else source_names)
-        if not names or not all(isinstance(name, str) and name for name in names):
-            raise ValueError(
-                f"source_names must be a non-empty list of non-empty strings, got {source_names!r}"
-            )
-        if len(set(names)) != len(names):
-            raise ValueError(f"source_names must be unique, got {names!r}")
-        self.source_names = names
-        self.segment = float(_check_number("segment", segment, minimum=0.0, strict=True))
+        # Named stems (drums, bass, ...), not interchangeable speakers: no cross-chunk permutation search.
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
+        self.sampling_rate = _require_sampling_rate(sampling_rate)
+        self.audio_channels = _check_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
+        self.source_names = _check_source_names(DEFAULT_SOURCES if source_names is None else source_names)
+        self.segment = float(
+            _check_number("segment", segment, minimum=0.0, strict=True, maximum=MAX_SEGMENT_SECONDS)
+        )
 
     @property
     def num_sources(self) -> int:
@@ -94,17 +157,30 @@ class _DemucsCommonConfig(PretrainedConfig):
         return values
 
 
+def _check_layer_widths(config: Any) -> None:
+    """The deepest layer has ``channels * growth ** (depth - 1)`` channels: bound it, not only its factors."""
+    _check_int("depth", config.depth, maximum=MAX_DEPTH)
+    _check_number("growth", config.growth, minimum=0.0, strict=True, maximum=16)
+    deepest = config.channels * config.growth ** (config.depth - 1)
+    if deepest > MAX_WIDTH:
+        raise ValueError(
+            f"channels * growth ** (depth - 1) = {deepest:g} channels in the deepest layer (channels="
+            f"{config.channels}, growth={config.growth}, depth={config.depth}); at most {MAX_WIDTH}"
+        )
+
+
 def _check_dconv(config: Any) -> None:
     if config.dconv_mode not in (0, 1, 2, 3):
         raise ValueError(
             f"dconv_mode must be 0 (none), 1 (encoder), 2 (decoder) or 3 (both), got {config.dconv_mode!r}"
         )
-    _check_int("dconv_depth", config.dconv_depth)
+    _check_int("dconv_depth", config.dconv_depth, maximum=MAX_DEPTH)
     _check_number("dconv_comp", config.dconv_comp, minimum=0.0, strict=True)
     _check_number("dconv_init", config.dconv_init)
     _check_int("norm_groups", config.norm_groups)
     _check_int("norm_starts", config.norm_starts, minimum=0)
     _check_number("rescale", config.rescale, minimum=0.0)
+    _check_layer_widths(config)
     if config.dconv_mode and int(config.channels / config.dconv_comp) < 1:
         raise ValueError(
             f"dconv_comp={config.dconv_comp} leaves no channel in the DConv branches of "
@@ -169,16 +245,20 @@ class DemucsConfig(_DemucsCommonConfig):
         normalize: bool = False,
         resample: bool = True,
         rescale: float = 0.1,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        self._set_common(sampling_rate, audio_channels, source_names, segment)
+        self._set_common(sampling_rate, audio_channels, source_names, segment, permutation_invariant)
         self.channels = _check_int("channels", channels)
         self.growth = _check_number("growth", growth, minimum=0.0, strict=True)
-        self.depth = _check_int("depth", depth)
+        self.depth = _check_int("depth", depth, maximum=MAX_DEPTH)
         self.rewrite = bool(rewrite)
-        self.lstm_layers = _check_int("lstm_layers", lstm_layers, minimum=0)
+        self.lstm_layers = _check_int("lstm_layers", lstm_layers, minimum=0, maximum=MAX_DEPTH)
         self.kernel_size = _check_int("kernel_size", kernel_size)
         self.stride = _check_int("stride", stride)
+        # the waveform U-Net pads every input to a multiple of about stride ** depth samples
+        if self.stride**self.depth > 1 << 32:
+            raise ValueError(f"stride ** depth = {stride}**{depth} exceeds 2**32 samples of padding")
         self.context = _check_int("context", context, minimum=0)
         self.gelu = bool(gelu)
         self.glu = bool(glu)
@@ -200,21 +280,25 @@ class DemucsConfig(_DemucsCommonConfig):
 class _HybridConfigMixin:
     """Validation shared by the two hybrid (time + spectrogram) models."""
 
+    # ``nfft`` is the name of the reference implementation and of configs saved before the rename to
+    # the transformers-style ``n_fft`` (DTTNet, stacked hourglass): reading it keeps working.
+    attribute_map: ClassVar[dict[str, str]] = {"nfft": "n_fft"}
+
     def _check_hybrid(self) -> int:
         """Validate; return the number of encoder layers after the frequency axis is one bin."""
         _check_int("channels", self.channels)
         if self.channels_time is not None:
             _check_int("channels_time", self.channels_time)
         _check_int("growth", self.growth)
-        _check_int("depth", self.depth)
+        _check_int("depth", self.depth, maximum=MAX_DEPTH)
         _check_int("kernel_size", self.kernel_size)
         _check_int("stride", self.stride)
         _check_int("time_stride", self.time_stride)
         _check_int("context", self.context, minimum=0)
         _check_int("context_enc", self.context_enc, minimum=0)
-        nfft = _check_int("nfft", self.nfft, minimum=4)
+        nfft = _check_int("n_fft (formerly nfft)", self.n_fft, minimum=4)
         if nfft % 4:
-            raise ValueError(f"nfft must be a multiple of 4 (hop = nfft // 4), got {nfft}")
+            raise ValueError(f"n_fft (formerly nfft) must be a multiple of 4 (hop = n_fft // 4), got {nfft}")
         if not self.cac:
             raise ValueError(
                 "cac=False (magnitude masking with Wiener filtering) is not supported: every released "
@@ -238,7 +322,7 @@ class _HybridConfigMixin:
             else:
                 if freqs % self.stride:
                     raise ValueError(
-                        f"nfft={nfft} with stride={self.stride}: {freqs} frequency bins "
+                        f"n_fft={nfft} with stride={self.stride}: {freqs} frequency bins "
                         "cannot be split evenly"
                     )
                 freqs //= self.stride
@@ -248,7 +332,7 @@ class _HybridConfigMixin:
 class HDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
     r"""Configuration of [`HDemucsForSourceSeparation`], Hybrid Demucs (v3).
 
-    Defaults: the released ``hdemucs_mmi`` (48 channels, depth 6, growth 2, nfft 4096, complex as
+    Defaults: the released ``hdemucs_mmi`` (48 channels, depth 6, growth 2, n_fft 4096, complex as
     channels, frequency embedding 0.2, DConv branches in the encoder with local attention and
     BiLSTMs from layer 4, group norms from layer 4, segment 44 s as its bag sets it).
 
@@ -268,7 +352,7 @@ class HDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         channels: int = 48,
         channels_time: int | None = None,
         growth: int = 2,
-        nfft: int = 4096,
+        n_fft: int = 4096,
         cac: bool = True,
         depth: int = 6,
         rewrite: bool = True,
@@ -292,13 +376,14 @@ class HDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         dconv_lstm: int = 4,
         dconv_init: float = 1e-3,
         rescale: float = 0.1,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        self._set_common(sampling_rate, audio_channels, source_names, segment)
+        self._set_common(sampling_rate, audio_channels, source_names, segment, permutation_invariant)
         self.channels = channels
         self.channels_time = channels_time
         self.growth = growth
-        self.nfft = nfft
+        self.n_fft = kwargs.pop("nfft", n_fft)  # configs saved before the rename
         self.cac = bool(cac)
         self.depth = depth
         self.rewrite = bool(rewrite)
@@ -331,7 +416,7 @@ class HDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
 class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
     r"""Configuration of [`HTDemucsForSourceSeparation`], Hybrid Transformer Demucs (v4).
 
-    Defaults: the released ``htdemucs`` (48 channels, depth 4, nfft 4096, DConv in encoder and
+    Defaults: the released ``htdemucs`` (48 channels, depth 4, n_fft 4096, DConv in encoder and
     decoder, 512 bottom channels, a 5-layer cross-domain transformer with 8 heads, sinusoidal
     positions, layer scale, GELU, trained on 7.8 s segments).
 
@@ -361,7 +446,7 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         channels: int = 48,
         channels_time: int | None = None,
         growth: int = 2,
-        nfft: int = 4096,
+        n_fft: int = 4096,
         cac: bool = True,
         depth: int = 4,
         rewrite: bool = True,
@@ -402,14 +487,15 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         t_cape_glob_loc_scale: Sequence[float] = (5000.0, 1.0, 1.4),
         t_cross_first: bool = False,
         rescale: float = 0.1,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        self._set_common(sampling_rate, audio_channels, source_names, segment)
+        self._set_common(sampling_rate, audio_channels, source_names, segment, permutation_invariant)
         self.use_train_segment = bool(use_train_segment)
         self.channels = channels
         self.channels_time = channels_time
         self.growth = growth
-        self.nfft = nfft
+        self.n_fft = kwargs.pop("nfft", n_fft)  # configs saved before the rename
         self.cac = bool(cac)
         self.depth = depth
         self.rewrite = bool(rewrite)
@@ -429,16 +515,18 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         self.dconv_comp = dconv_comp
         self.dconv_init = dconv_init
         self.bottom_channels = _check_int("bottom_channels", bottom_channels, minimum=0)
-        self.t_layers = _check_int("t_layers", t_layers, minimum=0)
+        self.t_layers = _check_int("t_layers", t_layers, minimum=0, maximum=MAX_DEPTH)
         if t_emb not in TRANSFORMER_EMBEDDINGS:
             raise ValueError(f"t_emb must be one of {TRANSFORMER_EMBEDDINGS}, got {t_emb!r}")
         self.t_emb = t_emb
-        self.t_hidden_scale = _check_number("t_hidden_scale", t_hidden_scale, minimum=0.0, strict=True)
+        self.t_hidden_scale = _check_number(
+            "t_hidden_scale", t_hidden_scale, minimum=0.0, strict=True, maximum=64
+        )
         self.t_heads = _check_int("t_heads", t_heads)
         self.t_dropout = _check_number("t_dropout", t_dropout, minimum=0.0)
         if self.t_dropout >= 1:
             raise ValueError(f"t_dropout must be < 1, got {t_dropout!r}")
-        self.t_max_positions = _check_int("t_max_positions", t_max_positions)
+        self.t_max_positions = _check_int("t_max_positions", t_max_positions, maximum=1 << 20)
         self.t_norm_in = bool(t_norm_in)
         self.t_norm_in_group = bool(t_norm_in_group)
         self.t_group_norm = bool(t_group_norm)
@@ -460,9 +548,9 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         time_layers = self._check_hybrid()
         if self.t_layers and time_layers:
             raise ValueError(
-                f"depth={self.depth} with nfft={self.nfft}: {time_layers} encoder layer(s) after the "
+                f"depth={self.depth} with n_fft={self.n_fft}: {time_layers} encoder layer(s) after the "
                 "frequency axis is reduced to one bin; the transformer needs a spectral input "
-                "(reduce depth or raise nfft)"
+                "(reduce depth or raise n_fft)"
             )
         if self.t_layers:
             width = self.transformer_channels
@@ -519,8 +607,6 @@ class DemucsBagConfig(PretrainedConfig):
     """
 
     model_type = "demucs_bag"
-    # Named stems (drums, bass, ...), not interchangeable speakers: no cross-chunk permutation search.
-    permutation_invariant = False
     # demucs.separate standardises the whole track by its mono mix's mean/std before chunking and
     # undoes it afterwards; the pipeline does the same for every config with this flag.
     normalize_input = True
@@ -534,17 +620,21 @@ class DemucsBagConfig(PretrainedConfig):
     ) -> None:
         for key in ("sampling_rate", "audio_channels", "source_names"):
             kwargs.pop(key, None)  # derived from the members (a saved config.json repeats them)
+        # the members' decision unless the bag's own config.json declares one
+        permutation_invariant = kwargs.pop("permutation_invariant", None)
         if models is None:
             models = [HTDemucsConfig().architecture_dict()]
         if isinstance(models, (str, bytes)) or not isinstance(models, Sequence) or not models:
             raise ValueError(f"models must be a non-empty list of member config dicts, got {models!r}")
+        if len(models) > MAX_SOURCES:
+            raise ValueError(f"models: a bag of {len(models)} members; at most {MAX_SOURCES} are supported")
         members = [
             member if isinstance(member, _DemucsCommonConfig) else member_config_from_dict(dict(member))
             for member in models
         ]
         first = members[0]
         for index, member in enumerate(members[1:], start=1):
-            for field in ("sampling_rate", "audio_channels", "source_names"):
+            for field in ("sampling_rate", "audio_channels", "source_names", "permutation_invariant"):
                 if getattr(member, field) != getattr(first, field):
                     raise ValueError(
                         f"models: member {index} has {field}={getattr(member, field)!r} but member 0 has "
@@ -567,12 +657,19 @@ class DemucsBagConfig(PretrainedConfig):
                     f"weights: source {first.source_names[source]!r} has no positive total weight"
                 )
         self.weights = rows
-        self.segment = (
-            None if segment is None else float(_check_number("segment", segment, minimum=0.0, strict=True))
-        )
+        if segment is not None:
+            segment = float(
+                _check_number("segment", segment, minimum=0.0, strict=True, maximum=MAX_SEGMENT_SECONDS)
+            )
+        self.segment = segment
         self.sampling_rate = first.sampling_rate
         self.audio_channels = first.audio_channels
         self.source_names = list(first.source_names)
+        if permutation_invariant is None:
+            permutation_invariant = first.permutation_invariant
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property

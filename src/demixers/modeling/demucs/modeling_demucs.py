@@ -13,15 +13,17 @@ chunking and undoes it afterwards; here that is done by
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import julius
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -63,6 +65,34 @@ class DemucsSourceSeparationOutput(ModelOutput):
     audio_values: torch.FloatTensor | None = None
 
 
+# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
+
+
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
+def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
+    if padding_mask is None:
+        return None
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
+    if tuple(padding_mask.shape) != (batch, length):
+        raise ValueError(
+            f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
+        )
+    lengths = padding_mask.to(torch.bool).sum(dim=-1)
+    if (lengths == 0).any():
+        raise ValueError("padding_mask marks an item with no samples at all")
+    return None if bool((lengths == length).all()) else lengths
+
+
+class _LoadReportFilter(logging.Filter):
+    """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
+    one ``ValueError`` instead, and a match has nothing to report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
 class DemucsPreTrainedModel(PreTrainedModel):
     """Input checks, loss and weight initialisation shared by the Demucs family."""
 
@@ -76,6 +106,85 @@ class DemucsPreTrainedModel(PreTrainedModel):
         "SelfAttentionLayer",
         "CrossAttentionLayer",
     ]
+
+    # Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerPreTrainedModel.from_pretrained
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args: Any,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Load like transformers does, but strictly: a missing, unexpected or mismatched tensor, or a
+        folder whose ``model_type`` names another model, is a ``ValueError`` naming the first keys and
+        the folder. transformers only warns and leaves random weights, which then separate garbage.
+
+        ``strict=False`` restores transformers' lenient loading (e.g. to fine-tune a changed head).
+        ``output_loading_info=True`` returns ``(model, loading_info)`` as usual.
+        """
+        if not strict:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config = kwargs.get("config")
+        expected_type = cls.config_class.model_type
+        if isinstance(config, PretrainedConfig):
+            found_type = getattr(config, "model_type", None)
+        else:
+            hub_kwargs = {
+                key: kwargs[key]
+                for key in (
+                    "cache_dir",
+                    "force_download",
+                    "local_files_only",
+                    "token",
+                    "revision",
+                    "subfolder",
+                )
+                if key in kwargs
+            }
+            config_dict, _ = PretrainedConfig.get_config_dict(
+                config or pretrained_model_name_or_path, **hub_kwargs
+            )
+            found_type = config_dict.get("model_type")
+        if found_type != expected_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config's model_type {found_type!r} is not "
+                f"{expected_type!r}; "
+                f"{cls.__name__} cannot load it (use AutoModel, or the model's own class)"
+            )
+        wants_info = bool(kwargs.pop("output_loading_info", False))
+        # Mismatched shapes are collected (transformers would raise a RuntimeError after a report) and
+        # refused below, unless the caller asked to ignore them.
+        check_shapes = not kwargs.pop("ignore_mismatched_sizes", False)
+        report_logger = logging.getLogger("transformers.modeling_utils")
+        report_filter = _LoadReportFilter()
+        report_logger.addFilter(report_filter)  # the error below says it in one line
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        finally:
+            report_logger.removeFilter(report_filter)
+        fields = [("missing_keys", "missing"), ("unexpected_keys", "unexpected")]
+        if check_shapes:
+            fields.append(("mismatched_keys", "mismatched"))
+        problems = []
+        for field, label in fields:
+            keys = sorted(str(key if isinstance(key, str) else key[0]) for key in info.get(field) or ())
+            if keys:
+                more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+                problems.append(f"{len(keys)} {label} tensor(s): {', '.join(keys[:5])}{more}")
+        if problems:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights do not match the {cls.__name__} its "
+                f"config.json describes ({'; '.join(problems)}); refusing to run with random weights "
+                "(strict=False loads anyway)"
+            )
+        return (model, info) if wants_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -101,7 +210,7 @@ class DemucsPreTrainedModel(PreTrainedModel):
         if input_values.shape[-1] == 0 or input_values.shape[0] == 0:
             raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point, got {input_values.dtype}")
+            raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
         if not torch.isfinite(input_values).all():
             raise ValueError("input_values contains NaN or Inf samples")
         return input_values
@@ -121,17 +230,56 @@ class DemucsPreTrainedModel(PreTrainedModel):
         return length
 
     def forward(
-        self, input_values: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> DemucsSourceSeparationOutput:
+        self,
+        input_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> DemucsSourceSeparationOutput | tuple[torch.Tensor, ...]:
         r"""
         Args:
             input_values (`torch.FloatTensor` of shape `(batch, channels, time)`): the mixture.
             labels (`torch.FloatTensor` of shape `(batch, sources, channels, time)`, *optional*):
                 reference sources for the L1 loss.
+            padding_mask (`torch.Tensor` of shape `(batch, time)`, *optional*): 1 on real samples, 0 on
+                padding. Items with padding are separated at their own length, their padded tail is
+                zero in the output, and the loss is the mean of the items' own losses (padding never
+                counts).
+            return_dict (`bool`, *optional*): return a tuple instead of a `ModelOutput` when False.
         """
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
         mix = self._check_input(input_values)
-        audio_values = self._separate(mix)
-        return DemucsSourceSeparationOutput(loss=self._loss(audio_values, labels), audio_values=audio_values)
+        batch, channels, length = mix.shape
+        lengths = _check_padding_mask(padding_mask, batch, length)
+        if labels is not None:
+            self._check_labels(labels, (batch, len(self.config.source_names), channels, length))
+        if lengths is None:
+            audio_values = self._separate(mix)
+            loss = self._loss(audio_values, labels)
+        else:
+            audio_values = mix.new_zeros(batch, len(self.config.source_names), channels, length)
+            losses = []
+            for index, item_length in enumerate(lengths.tolist()):
+                item = self._separate(mix[index : index + 1, :, :item_length])
+                audio_values[index, ..., :item_length] = item[0]
+                if labels is not None:
+                    losses.append(self._loss(item, labels[index : index + 1, ..., :item_length]))
+            loss = torch.stack(losses).mean() if losses else None
+        if not return_dict:
+            return (loss, audio_values) if loss is not None else (audio_values,)
+        return DemucsSourceSeparationOutput(loss=loss, audio_values=audio_values)
+
+    @staticmethod
+    def _check_labels(labels: torch.Tensor, expected: tuple[int, ...]) -> None:
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if tuple(labels.shape) != expected:
+            raise ValueError(
+                f"labels must have shape (batch, sources, channels, time) = {expected}, "
+                f"got {tuple(labels.shape)}"
+            )
+        if not labels.is_floating_point():
+            raise TypeError(f"labels must be a floating-point tensor, got {labels.dtype}")
 
     def _separate(self, mix: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -23,14 +23,16 @@ encoder hop) are zero in the output, as in asteroid.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import os
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
@@ -344,12 +346,100 @@ def permutation_invariant_si_snr_loss(estimates: torch.Tensor, references: torch
 # ---------------------------------------------------------------------------------------------
 
 
+# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
+class _LoadReportFilter(logging.Filter):
+    """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
+    one ``ValueError`` instead, and a match has nothing to report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
 class DPRNNTasNetPreTrainedModel(PreTrainedModel):
     config_class = DPRNNTasNetConfig
     base_model_prefix = "dprnn_tasnet"
     main_input_name = "input_values"
     supports_gradient_checkpointing = True
     _no_split_modules: ClassVar[list[str]] = ["DPRNNTasNetBlock"]
+
+    # Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerPreTrainedModel.from_pretrained
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args: Any,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Load like transformers does, but strictly: a missing, unexpected or mismatched tensor, or a
+        folder whose ``model_type`` names another model, is a ``ValueError`` naming the first keys and
+        the folder. transformers only warns and leaves random weights, which then separate garbage.
+
+        ``strict=False`` restores transformers' lenient loading (e.g. to fine-tune a changed head).
+        ``output_loading_info=True`` returns ``(model, loading_info)`` as usual.
+        """
+        if not strict:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config = kwargs.get("config")
+        expected_type = cls.config_class.model_type
+        if isinstance(config, PretrainedConfig):
+            found_type = getattr(config, "model_type", None)
+        else:
+            hub_kwargs = {
+                key: kwargs[key]
+                for key in (
+                    "cache_dir",
+                    "force_download",
+                    "local_files_only",
+                    "token",
+                    "revision",
+                    "subfolder",
+                )
+                if key in kwargs
+            }
+            config_dict, _ = PretrainedConfig.get_config_dict(
+                config or pretrained_model_name_or_path, **hub_kwargs
+            )
+            found_type = config_dict.get("model_type")
+        if found_type != expected_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config's model_type {found_type!r} is not "
+                f"{expected_type!r}; "
+                f"{cls.__name__} cannot load it (use AutoModel, or the model's own class)"
+            )
+        wants_info = bool(kwargs.pop("output_loading_info", False))
+        # Mismatched shapes are collected (transformers would raise a RuntimeError after a report) and
+        # refused below, unless the caller asked to ignore them.
+        check_shapes = not kwargs.pop("ignore_mismatched_sizes", False)
+        report_logger = logging.getLogger("transformers.modeling_utils")
+        report_filter = _LoadReportFilter()
+        report_logger.addFilter(report_filter)  # the error below says it in one line
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        finally:
+            report_logger.removeFilter(report_filter)
+        fields = [("missing_keys", "missing"), ("unexpected_keys", "unexpected")]
+        if check_shapes:
+            fields.append(("mismatched_keys", "mismatched"))
+        problems = []
+        for field, label in fields:
+            keys = sorted(str(key if isinstance(key, str) else key[0]) for key in info.get(field) or ())
+            if keys:
+                more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+                problems.append(f"{len(keys)} {label} tensor(s): {', '.join(keys[:5])}{more}")
+        if problems:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights do not match the {cls.__name__} its "
+                f"config.json describes ({'; '.join(problems)}); refusing to run with random weights "
+                "(strict=False loads anyway)"
+            )
+        return (model, info) if wants_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -381,6 +471,8 @@ def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: i
     """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
     if padding_mask is None:
         return None
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
     if tuple(padding_mask.shape) != (batch, length):
         raise ValueError(
             f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
@@ -487,6 +579,10 @@ class DPRNNTasNetForSourceSeparation(DPRNNTasNetPreTrainedModel):
                     mixture[index : index + 1, :, :item_length]
                 )[0]
 
+        if labels is not None and lengths is not None and tuple(labels.shape) == tuple(audio_values.shape):
+            # the padded tail is zero in both: its content never counts
+            keep = torch.arange(length, device=labels.device)[None, :] < lengths.to(labels.device)[:, None]
+            labels = labels * keep[:, None, None, :].to(labels.dtype)
         loss = self.compute_loss(audio_values, labels) if labels is not None else None
         if not return_dict:
             return (loss, audio_values) if loss is not None else (audio_values,)

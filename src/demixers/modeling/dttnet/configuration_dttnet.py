@@ -21,10 +21,66 @@ from transformers import PretrainedConfig
 RNN_TYPES = ("lstm", "gru")
 
 
-def _require_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
+# Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
+# small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
+# terabytes. A downloaded config is untrusted input.
+MIN_SAMPLING_RATE = 1000
+MAX_SAMPLING_RATE = 1_000_000
+MAX_AUDIO_CHANNELS = 64
+MAX_SOURCES = 64
+MAX_SOURCE_NAME_LENGTH = 64
+MAX_WIDTH = 65536  # channels, kernel sizes, FFT sizes, frame counts
+MAX_DEPTH = 256  # layers, blocks, repeats, stacks
+MAX_SEGMENT_SECONDS = 3600.0
+# Source names become stem file names: characters that separate paths or are invalid on some platform.
+_FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
+
+
+def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def _require_sampling_rate(value: Any) -> int:
+    return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
+
+
+def _check_source_names(source_names: Any) -> list[str]:
+    """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
+    if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
+        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
+    names = list(source_names)
+    if not names:
+        raise ValueError("source_names must name at least one source")
+    if len(names) > MAX_SOURCES:
+        raise ValueError(f"source_names holds {len(names)} names; at most {MAX_SOURCES} are supported")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"source_names must be non-empty strings, got {name!r} in {names!r}")
+        if len(name) > MAX_SOURCE_NAME_LENGTH:
+            raise ValueError(
+                f"source_names: {name[:MAX_SOURCE_NAME_LENGTH]!r}... is {len(name)} characters long; "
+                f"at most {MAX_SOURCE_NAME_LENGTH} are allowed"
+            )
+        if not name.isprintable():
+            raise ValueError(f"source_names: {name!r} contains control or non-printable characters")
+        forbidden = sorted(set(name) & _FORBIDDEN_NAME_CHARACTERS)
+        if forbidden:
+            raise ValueError(
+                f"source_names: {name!r} contains {''.join(forbidden)!r}; names become file names and "
+                "may not hold path separators or characters reserved on Windows"
+            )
+        if name.startswith(".") or name.endswith(".") or name != name.strip():
+            raise ValueError(
+                f"source_names: {name!r} may not start or end with a dot or with white space "
+                "(names become file names: '.', '..' and hidden files are refused)"
+            )
+    # case-insensitive file systems (macOS, Windows) would write two such stems to one file
+    if len({name.casefold() for name in names}) != len(names):
+        raise ValueError(f"source_names must be unique (ignoring case), got {names!r}")
+    return names
 
 
 class DTTNetConfig(PretrainedConfig):
@@ -64,6 +120,8 @@ class DTTNetConfig(PretrainedConfig):
         bidirectional (`bool`, defaults to `True`): bidirectional dual-path RNNs.
         norm_group_size (`int`, defaults to 16): channels per group of the dual-path GroupNorms
             (`channels_per_head // norm_group_size` groups).
+        permutation_invariant (`bool`, defaults to `False`): named stems in a fixed order (music);
+            True would make the pipeline align the sources across chunks and evaluation use PIT.
     """
 
     model_type = "dttnet"
@@ -89,30 +147,26 @@ class DTTNetConfig(PretrainedConfig):
         rnn_type: str = "lstm",
         bidirectional: bool = True,
         norm_group_size: int = 16,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        _require_int("sampling_rate", sampling_rate)
-        _require_int("audio_channels", audio_channels)
+        _require_sampling_rate(sampling_rate)
+        _require_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         if source_names is None:
             source_names = ["vocals", "accompaniment"]
-        if isinstance(source_names, str) or not isinstance(source_names, Sequence):
-            raise ValueError(f"source_names must be a list of one or two names, got {source_names!r}")
-        source_names = list(source_names)
+        source_names = _check_source_names(source_names)
         if not 1 <= len(source_names) <= 2:
             raise ValueError(
                 f"source_names must hold the target and optionally the residual (1 or 2 names), "
                 f"got {source_names!r}"
             )
-        if not all(isinstance(name, str) and name for name in source_names):
-            raise ValueError(f"source_names must be non-empty strings, got {source_names!r}")
-        if len(set(source_names)) != len(source_names):
-            raise ValueError(f"source_names must be unique, got {source_names!r}")
 
         _require_int("n_fft", n_fft, minimum=2)
         _require_int("hop_length", hop_length)
         if hop_length > n_fft:
             raise ValueError(f"hop_length ({hop_length}) must not exceed n_fft ({n_fft})")
-        _require_int("num_blocks", num_blocks)
+        # the UNet halves both axes num_blocks // 2 times: 2 ** (num_blocks // 2) must divide dim_f, dim_t
+        _require_int("num_blocks", num_blocks, maximum=31)
         if num_blocks % 2 == 0:
             raise ValueError(
                 f"num_blocks must be odd (encoder levels + bottleneck + decoder levels), got {num_blocks}"
@@ -134,13 +188,13 @@ class DTTNetConfig(PretrainedConfig):
                 f"dim_t: a chunk of hop_length * (dim_t - 1) = {chunk_size} samples must be longer than "
                 f"n_fft // 2 = {n_fft // 2} (reflect padding of the centred STFT)"
             )
-        _require_int("overlap_samples", overlap_samples, minimum=0)
+        _require_int("overlap_samples", overlap_samples, minimum=0, maximum=1 << 24)
         if chunk_size - 2 * overlap_samples <= 0:
             raise ValueError(
                 f"overlap_samples ({overlap_samples}) leaves no output: chunks are {chunk_size} samples "
                 "and lose 2 * overlap_samples"
             )
-        _require_int("num_tfc_layers", num_tfc_layers)
+        _require_int("num_tfc_layers", num_tfc_layers, maximum=MAX_DEPTH)
         _require_int("growth", growth)
         _require_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:
@@ -153,7 +207,7 @@ class DTTNetConfig(PretrainedConfig):
             )
         if not isinstance(tdf_bias, bool):
             raise ValueError(f"tdf_bias must be a bool, got {tdf_bias!r}")
-        _require_int("num_dual_path_layers", num_dual_path_layers, minimum=0)
+        _require_int("num_dual_path_layers", num_dual_path_layers, minimum=0, maximum=MAX_DEPTH)
         _require_int("num_heads", num_heads)
         _require_int("norm_group_size", norm_group_size)
         bottleneck_channels = growth * (num_blocks // 2 + 1)
@@ -194,6 +248,9 @@ class DTTNetConfig(PretrainedConfig):
         self.rnn_type = rnn_type
         self.bidirectional = bidirectional
         self.norm_group_size = norm_group_size
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property

@@ -25,13 +25,16 @@ is the residual `mixture - target`.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
@@ -325,10 +328,117 @@ class DTTNetUNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
+
+
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
+def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
+    """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
+    if padding_mask is None:
+        return None
+    if not isinstance(padding_mask, torch.Tensor):
+        raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
+    if tuple(padding_mask.shape) != (batch, length):
+        raise ValueError(
+            f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
+        )
+    lengths = padding_mask.to(torch.bool).sum(dim=-1)
+    if (lengths == 0).any():
+        raise ValueError("padding_mask marks an item with no samples at all")
+    return None if bool((lengths == length).all()) else lengths
+
+
+class _LoadReportFilter(logging.Filter):
+    """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
+    one ``ValueError`` instead, and a match has nothing to report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
 class DTTNetPreTrainedModel(PreTrainedModel):
     config_class = DTTNetConfig
     base_model_prefix = "dttnet"
     main_input_name = "input_values"
+
+    # Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerPreTrainedModel.from_pretrained
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args: Any,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Load like transformers does, but strictly: a missing, unexpected or mismatched tensor, or a
+        folder whose ``model_type`` names another model, is a ``ValueError`` naming the first keys and
+        the folder. transformers only warns and leaves random weights, which then separate garbage.
+
+        ``strict=False`` restores transformers' lenient loading (e.g. to fine-tune a changed head).
+        ``output_loading_info=True`` returns ``(model, loading_info)`` as usual.
+        """
+        if not strict:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config = kwargs.get("config")
+        expected_type = cls.config_class.model_type
+        if isinstance(config, PretrainedConfig):
+            found_type = getattr(config, "model_type", None)
+        else:
+            hub_kwargs = {
+                key: kwargs[key]
+                for key in (
+                    "cache_dir",
+                    "force_download",
+                    "local_files_only",
+                    "token",
+                    "revision",
+                    "subfolder",
+                )
+                if key in kwargs
+            }
+            config_dict, _ = PretrainedConfig.get_config_dict(
+                config or pretrained_model_name_or_path, **hub_kwargs
+            )
+            found_type = config_dict.get("model_type")
+        if found_type != expected_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config's model_type {found_type!r} is not "
+                f"{expected_type!r}; "
+                f"{cls.__name__} cannot load it (use AutoModel, or the model's own class)"
+            )
+        wants_info = bool(kwargs.pop("output_loading_info", False))
+        # Mismatched shapes are collected (transformers would raise a RuntimeError after a report) and
+        # refused below, unless the caller asked to ignore them.
+        check_shapes = not kwargs.pop("ignore_mismatched_sizes", False)
+        report_logger = logging.getLogger("transformers.modeling_utils")
+        report_filter = _LoadReportFilter()
+        report_logger.addFilter(report_filter)  # the error below says it in one line
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        finally:
+            report_logger.removeFilter(report_filter)
+        fields = [("missing_keys", "missing"), ("unexpected_keys", "unexpected")]
+        if check_shapes:
+            fields.append(("mismatched_keys", "mismatched"))
+        problems = []
+        for field, label in fields:
+            keys = sorted(str(key if isinstance(key, str) else key[0]) for key in info.get(field) or ())
+            if keys:
+                more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+                problems.append(f"{len(keys)} {label} tensor(s): {', '.join(keys[:5])}{more}")
+        if problems:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights do not match the {cls.__name__} its "
+                f"config.json describes ({'; '.join(problems)}); refusing to run with random weights "
+                "(strict=False loads anyway)"
+            )
+        return (model, info) if wants_info else model
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -389,7 +499,7 @@ class DTTNetForSourceSeparation(DTTNetPreTrainedModel):
         if input_values.shape[0] == 0 or input_values.shape[-1] == 0:
             raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():
-            raise ValueError(f"input_values must be floating point, got {input_values.dtype}")
+            raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
         if not torch.isfinite(input_values).all():
             raise ValueError("input_values contains NaN or Inf samples")
         return input_values
@@ -433,6 +543,7 @@ class DTTNetForSourceSeparation(DTTNetPreTrainedModel):
         self,
         input_values: torch.Tensor,
         labels: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> DTTNetSourceSeparationOutput | tuple[torch.Tensor, ...]:
         r"""
@@ -441,10 +552,37 @@ class DTTNetForSourceSeparation(DTTNetPreTrainedModel):
                 `config.sampling_rate`, any length.
             labels (`torch.FloatTensor` of shape `(batch, num_sources, audio_channels, time)`, *optional*):
                 reference sources in the order of `config.source_names`; gives the L1 `loss`.
+            padding_mask (`torch.Tensor` of shape `(batch, time)`, *optional*): 1 on real samples, 0 on
+                padding. Items with padding are separated at their own length, their padded tail is
+                zero in the output, and the loss is the mean of the items' own losses.
             return_dict (`bool`, *optional*): return a tuple instead of a `ModelOutput` when False.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
         input_values = self._check_input_values(input_values)
+        batch, channels, length = input_values.shape
+        lengths = _check_padding_mask(padding_mask, batch, length)
+        if lengths is not None:
+            expected = (batch, self.config.num_sources, channels, length)
+            if labels is not None and tuple(labels.shape) != expected:
+                raise ValueError(
+                    f"labels must be (batch, num_sources, audio_channels, time) = {expected}, "
+                    f"got {tuple(labels.shape)}"
+                )
+            audio_values = input_values.new_zeros(expected)
+            losses = []
+            for index, item_length in enumerate(lengths.tolist()):
+                item = self(
+                    input_values[index : index + 1, :, :item_length],
+                    labels=None if labels is None else labels[index : index + 1, ..., :item_length],
+                    return_dict=True,
+                )
+                audio_values[index, ..., :item_length] = item.audio_values[0]
+                if item.loss is not None:
+                    losses.append(item.loss)
+            loss = torch.stack(losses).mean() if losses else None
+            if not return_dict:
+                return (loss, audio_values) if loss is not None else (audio_values,)
+            return DTTNetSourceSeparationOutput(loss=loss, audio_values=audio_values)
         mixture = input_values.float()
         target = self.separate_target(mixture)
         sources = [target]

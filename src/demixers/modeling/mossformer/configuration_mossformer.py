@@ -14,10 +14,65 @@ from transformers import PretrainedConfig
 NORM_TYPES = ("ln", "gln", "cln", "bn")
 
 
-def _require_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+# Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
+# small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
+# terabytes. A downloaded config is untrusted input.
+MIN_SAMPLING_RATE = 1000
+MAX_SAMPLING_RATE = 1_000_000
+MAX_AUDIO_CHANNELS = 64
+MAX_SOURCES = 64
+MAX_SOURCE_NAME_LENGTH = 64
+MAX_WIDTH = 65536  # channels, kernel sizes, FFT sizes, frame counts
+MAX_DEPTH = 256  # layers, blocks, repeats, stacks
+MAX_SEGMENT_SECONDS = 3600.0
+# Source names become stem file names: characters that separate paths or are invalid on some platform.
+_FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
+
+
+def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def _require_sampling_rate(value: Any) -> int:
+    return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
+
+
+def _check_source_names(source_names: Any) -> list[str]:
+    """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
+    if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
+        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
+    names = list(source_names)
+    if not names:
+        raise ValueError("source_names must name at least one source")
+    if len(names) > MAX_SOURCES:
+        raise ValueError(f"source_names holds {len(names)} names; at most {MAX_SOURCES} are supported")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"source_names must be non-empty strings, got {name!r} in {names!r}")
+        if len(name) > MAX_SOURCE_NAME_LENGTH:
+            raise ValueError(
+                f"source_names: {name[:MAX_SOURCE_NAME_LENGTH]!r}... is {len(name)} characters long; "
+                f"at most {MAX_SOURCE_NAME_LENGTH} are allowed"
+            )
+        if not name.isprintable():
+            raise ValueError(f"source_names: {name!r} contains control or non-printable characters")
+        forbidden = sorted(set(name) & _FORBIDDEN_NAME_CHARACTERS)
+        if forbidden:
+            raise ValueError(
+                f"source_names: {name!r} contains {''.join(forbidden)!r}; names become file names and "
+                "may not hold path separators or characters reserved on Windows"
+            )
+        if name.startswith(".") or name.endswith(".") or name != name.strip():
+            raise ValueError(
+                f"source_names: {name!r} may not start or end with a dot or with white space "
+                "(names become file names: '.', '..' and hidden files are refused)"
+            )
+    # case-insensitive file systems (macOS, Windows) would write two such stems to one file
+    if len({name.casefold() for name in names}) != len(names):
+        raise ValueError(f"source_names must be unique (ignoring case), got {names!r}")
+    return names
 
 
 class MossFormerConfig(PretrainedConfig):
@@ -52,11 +107,11 @@ class MossFormerConfig(PretrainedConfig):
             (one-group GroupNorm), `"gln"` (global layer norm), `"cln"` (channel-wise layer norm)
             or `"bn"` (batch norm).
         decoder_bias (`bool`, defaults to `False`): bias of the transposed-convolution decoder.
+        permutation_invariant (`bool`, defaults to `True`): the sources are unordered speakers: the
+            pipeline aligns them across chunks, evaluation and training use permutation-invariant SI-SNR.
     """
 
     model_type = "mossformer"
-    # The sources are unordered speakers: the pipeline aligns them across chunks, metrics use PIT.
-    permutation_invariant = True
     attribute_map: ClassVar[dict[str, str]] = {"num_blocks": "num_hidden_layers", "d_model": "hidden_size"}
 
     def __init__(
@@ -79,24 +134,17 @@ class MossFormerConfig(PretrainedConfig):
         causal: bool = False,
         norm_type: str = "ln",
         decoder_bias: bool = False,
+        permutation_invariant: bool = True,
         **kwargs: Any,
     ) -> None:
-        _require_int("sampling_rate", sampling_rate)
+        _require_sampling_rate(sampling_rate)
         if audio_channels != 1 or isinstance(audio_channels, bool):
             raise ValueError(f"audio_channels must be 1 (MossFormer is a mono model), got {audio_channels!r}")
         if num_speakers is not None:
-            _require_int("num_speakers", num_speakers)
+            _require_int("num_speakers", num_speakers, maximum=MAX_SOURCES)
         if source_names is None:
             source_names = [f"speaker_{index + 1}" for index in range(num_speakers or 2)]
-        if isinstance(source_names, str) or not isinstance(source_names, Sequence):
-            raise ValueError(f"source_names must be a list of names, got {source_names!r}")
-        source_names = list(source_names)
-        if not source_names:
-            raise ValueError("source_names must name at least one source")
-        if not all(isinstance(name, str) and name for name in source_names):
-            raise ValueError(f"source_names must be non-empty strings, got {source_names!r}")
-        if len(set(source_names)) != len(source_names):
-            raise ValueError(f"source_names must be unique, got {source_names!r}")
+        source_names = _check_source_names(source_names)
         if num_speakers is not None and num_speakers != len(source_names):
             raise ValueError(
                 f"num_speakers={num_speakers} disagrees with source_names={source_names!r} "
@@ -115,7 +163,7 @@ class MossFormerConfig(PretrainedConfig):
             raise ValueError(
                 f"hidden_size must be even (sinusoidal embedding, token shift), got {hidden_size}"
             )
-        _require_int("num_hidden_layers", num_hidden_layers)
+        _require_int("num_hidden_layers", num_hidden_layers, maximum=MAX_DEPTH)
         _require_int("group_size", group_size)
         _require_int("query_key_dim", query_key_dim, minimum=2)
         _require_int("max_rotary_dim", max_rotary_dim, minimum=2)
@@ -124,8 +172,12 @@ class MossFormerConfig(PretrainedConfig):
                 f"max_rotary_dim: the rotated width min(max_rotary_dim, query_key_dim) must be even, "
                 f"got {min(max_rotary_dim, query_key_dim)}"
             )
-        if isinstance(expansion_factor, bool) or not isinstance(expansion_factor, (int, float)):
-            raise ValueError(f"expansion_factor must be a number, got {expansion_factor!r}")
+        if (
+            isinstance(expansion_factor, bool)
+            or not isinstance(expansion_factor, (int, float))
+            or not 0 < expansion_factor <= 64
+        ):
+            raise ValueError(f"expansion_factor must be a number in (0, 64], got {expansion_factor!r}")
         expansion_factor = float(expansion_factor)
         inner = int(hidden_size * expansion_factor)
         if inner < 2 or inner % 2:
@@ -146,6 +198,8 @@ class MossFormerConfig(PretrainedConfig):
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
         if not isinstance(decoder_bias, bool):
             raise ValueError(f"decoder_bias must be a bool, got {decoder_bias!r}")
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
 
         self.sampling_rate = sampling_rate
         self.audio_channels = audio_channels
@@ -164,6 +218,7 @@ class MossFormerConfig(PretrainedConfig):
         self.causal = causal
         self.norm_type = norm_type
         self.decoder_bias = decoder_bias
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property

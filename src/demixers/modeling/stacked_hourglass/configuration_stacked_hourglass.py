@@ -15,11 +15,66 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
+# Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
+# small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
+# terabytes. A downloaded config is untrusted input.
+MIN_SAMPLING_RATE = 1000
+MAX_SAMPLING_RATE = 1_000_000
+MAX_AUDIO_CHANNELS = 64
+MAX_SOURCES = 64
+MAX_SOURCE_NAME_LENGTH = 64
+MAX_WIDTH = 65536  # channels, kernel sizes, FFT sizes, frame counts
+MAX_DEPTH = 256  # layers, blocks, repeats, stacks
+MAX_SEGMENT_SECONDS = 3600.0
+# Source names become stem file names: characters that separate paths or are invalid on some platform.
+_FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
 
-def _require_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
+
+
+def _require_sampling_rate(value: Any) -> int:
+    return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
+
+
+def _check_source_names(source_names: Any) -> list[str]:
+    """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
+    if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
+        raise ValueError(f"source_names must be a list of names, got {source_names!r}")
+    names = list(source_names)
+    if not names:
+        raise ValueError("source_names must name at least one source")
+    if len(names) > MAX_SOURCES:
+        raise ValueError(f"source_names holds {len(names)} names; at most {MAX_SOURCES} are supported")
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"source_names must be non-empty strings, got {name!r} in {names!r}")
+        if len(name) > MAX_SOURCE_NAME_LENGTH:
+            raise ValueError(
+                f"source_names: {name[:MAX_SOURCE_NAME_LENGTH]!r}... is {len(name)} characters long; "
+                f"at most {MAX_SOURCE_NAME_LENGTH} are allowed"
+            )
+        if not name.isprintable():
+            raise ValueError(f"source_names: {name!r} contains control or non-printable characters")
+        forbidden = sorted(set(name) & _FORBIDDEN_NAME_CHARACTERS)
+        if forbidden:
+            raise ValueError(
+                f"source_names: {name!r} contains {''.join(forbidden)!r}; names become file names and "
+                "may not hold path separators or characters reserved on Windows"
+            )
+        if name.startswith(".") or name.endswith(".") or name != name.strip():
+            raise ValueError(
+                f"source_names: {name!r} may not start or end with a dot or with white space "
+                "(names become file names: '.', '..' and hidden files are refused)"
+            )
+    # case-insensitive file systems (macOS, Windows) would write two such stems to one file
+    if len({name.casefold() for name in names}) != len(names):
+        raise ValueError(f"source_names must be unique (ignoring case), got {names!r}")
+    return names
 
 
 class StackedHourglassConfig(PretrainedConfig):
@@ -49,6 +104,8 @@ class StackedHourglassConfig(PretrainedConfig):
             `num_features`.
         normalize_magnitude (`bool`, defaults to `True`): divide each magnitude spectrogram (and the
             targets of the loss) by its maximum, as the release does per track (here: per input).
+        permutation_invariant (`bool`, defaults to `False`): named stems in a fixed order (music);
+            True would make the pipeline align the sources across chunks and evaluation use PIT.
     """
 
     model_type = "stacked_hourglass"
@@ -67,21 +124,14 @@ class StackedHourglassConfig(PretrainedConfig):
         feature_growth: int = 0,
         stem_channels: Sequence[int] | None = None,
         normalize_magnitude: bool = True,
+        permutation_invariant: bool = False,
         **kwargs: Any,
     ) -> None:
-        _require_int("sampling_rate", sampling_rate)
-        _require_int("audio_channels", audio_channels)
+        _require_sampling_rate(sampling_rate)
+        _require_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         if source_names is None:
             source_names = ["accompaniment", "vocals"]
-        if isinstance(source_names, str) or not isinstance(source_names, Sequence):
-            raise ValueError(f"source_names must be a list of names, got {source_names!r}")
-        source_names = list(source_names)
-        if not source_names:
-            raise ValueError("source_names must name at least one source")
-        if not all(isinstance(name, str) and name for name in source_names):
-            raise ValueError(f"source_names must be non-empty strings, got {source_names!r}")
-        if len(set(source_names)) != len(source_names):
-            raise ValueError(f"source_names must be unique, got {source_names!r}")
+        source_names = _check_source_names(source_names)
         _require_int("n_fft", n_fft, minimum=2)
         _require_int("hop_length", hop_length)
         if hop_length > n_fft:
@@ -91,8 +141,9 @@ class StackedHourglassConfig(PretrainedConfig):
             raise ValueError(
                 f"num_bins ({num_bins}) must not exceed the n_fft // 2 + 1 = {n_fft // 2 + 1} STFT bins"
             )
-        _require_int("num_stacks", num_stacks)
-        _require_int("hourglass_depth", hourglass_depth)
+        _require_int("num_stacks", num_stacks, maximum=MAX_DEPTH)
+        # spectrograms are padded to multiples of 2**hourglass_depth frames and bins
+        _require_int("hourglass_depth", hourglass_depth, maximum=16)
         _require_int("num_features", num_features)
         _require_int("feature_growth", feature_growth, minimum=0)
         if stem_channels is None:
@@ -119,6 +170,9 @@ class StackedHourglassConfig(PretrainedConfig):
         self.feature_growth = feature_growth
         self.stem_channels = stem_channels
         self.normalize_magnitude = normalize_magnitude
+        if not isinstance(permutation_invariant, bool):
+            raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
+        self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
     @property
