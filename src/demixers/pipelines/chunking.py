@@ -91,6 +91,10 @@ from ..utils.model_contract import is_permutation_invariant
 DEFAULT_SEGMENT_SECONDS = 10.0
 DEFAULT_OVERLAP = 0.25
 # Speech (permutation-invariant) models: longer overlaps make the speaker alignment reliable.
+# Measured with the bundled MossFormer (issue 16): against whole-file inference, 8 s chunks with
+# 50 % overlap lose nothing, they gain SI-SNRi (the model was trained on short segments): +0.12 dB
+# on the bundled 10 s example, +0.06 / +0.45 / +0.80 dB on 10 / 30 / 60 s mixtures of its
+# held-back voices; 25 % overlap gains 0.03-0.05 dB less on the longer ones. Memory stays flat.
 DEFAULT_SPEECH_SEGMENT_SECONDS = 8.0
 DEFAULT_SPEECH_OVERLAP = 0.5
 DEFAULT_BATCH_SIZE = 1
