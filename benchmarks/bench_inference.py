@@ -13,11 +13,12 @@ For each model and length this benchmark separates the same random mixture with
   chunking through ``demixers separate`` on a float wav (stems streamed to disk: bounded memory);
 * ``htdemucs`` (default config, 44.1 kHz stereo, 4 stems):
   ``reference``: ``demucs.apply.apply_model`` (``--shifts``, ``--overlap``, the model's 7.8 s
-  segment); ``ours``: `separate_with_chunks` with the same segment/overlap/shifts and the same
-  shift offsets (the same numbers), ``--batch-size`` windows per forward; ``ours-stream``:
-  ``demixers separate`` on a float wav (the streaming pipeline: stems are written to disk as they
-  are produced, so memory does not grow with the length; its cross-fade and whole-track
-  normalisation differ from ``apply_model``).
+  segment); ``ours``: the pipeline's chunk engine (apply_model's policy from the config) with the
+  same segment/overlap/shifts and the same shift offsets, whole-track normalisation off as in a
+  bare ``apply_model`` call (the same numbers), ``--batch-size`` windows per forward;
+  ``ours-stream``: ``demixers separate`` on a float wav (the streaming pipeline: stems are written
+  to disk as they are produced, so memory does not grow with the length; it also normalises the
+  track as ``demucs.separate`` does, which a bare ``apply_model`` does not).
 
 Both sides use the same random weights: the reference model is built with random weights and
 converted with our converters. Every measurement runs in a fresh subprocess, so its peak RSS
@@ -56,7 +57,6 @@ import json
 import math
 import os
 import platform
-import random
 import shutil
 import statistics
 import subprocess
@@ -219,9 +219,27 @@ def _synchronize(torch, task: dict[str, Any]) -> None:
 
 
 def _shift_offsets(task: dict[str, Any], rate: int) -> list[int]:
-    """The offsets ``apply_model`` draws after ``random.seed(seed)``."""
-    draw = random.Random(task["seed"])
-    return [draw.randint(0, int(0.5 * rate)) for _ in range(task["shifts"])]
+    """The shift offsets the pipeline's engine draws for ``seed`` (``apply_model`` is handed them)."""
+    from demixers.pipelines.chunking import ChunkSettings, shift_offsets
+
+    settings = ChunkSettings(
+        segment=1.0, overlap=0.25, batch_size=1, shifts=task["shifts"], seed=task["seed"], max_shift=0.5,
+        permutation_invariant=False,
+    )  # fmt: skip
+    return shift_offsets(rate, settings)[0]
+
+
+class _ServedRandom:
+    """Stands for the ``random`` module inside ``demucs.apply``: serves the given shift offsets."""
+
+    def __init__(self, offsets: list[int]) -> None:
+        self._offsets = offsets
+        self._next = 0
+
+    def randint(self, low: int, high: int) -> int:
+        value = self._offsets[self._next % len(self._offsets)]
+        self._next += 1
+        return value
 
 
 def _load_reference(torch, task: dict[str, Any]):
@@ -306,7 +324,9 @@ def _run_variant(torch, task: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         extra["shift_offsets"] = _shift_offsets(task, model.samplerate)
 
         def run():
-            random.seed(task["seed"])
+            import demucs.apply
+
+            demucs.apply.random = _ServedRandom(extra["shift_offsets"])
             with _autocast(torch, task):
                 out = apply_model(
                     model, tensor, shifts=task["shifts"], overlap=task["overlap"], device=device
@@ -314,27 +334,29 @@ def _run_variant(torch, task: dict[str, Any]) -> tuple[dict[str, Any], Any]:
             return out[0].float().cpu().numpy()
 
     elif model_name == "htdemucs" and variant == "ours":
-        from demixers.modeling.demucs import HTDemucsForSourceSeparation, separate_with_chunks
+        from transformers import pipeline as hf_pipeline
+
+        from demixers.modeling.demucs import HTDemucsForSourceSeparation
 
         model = HTDemucsForSourceSeparation.from_pretrained(setup["ours"]).eval().to(device)
-        tensor = torch.from_numpy(mixture)[None]
-        offsets = _shift_offsets(task, model.config.sampling_rate)
-        extra["shift_offsets"] = offsets
+        model.config.normalize_input = False  # as the bare apply_model call of the reference
+        rate = model.config.sampling_rate
+        extra["shift_offsets"] = _shift_offsets(task, rate)
         if task["compile"]:
             _compile(torch, model, task)
+        separator = hf_pipeline("audio-source-separation", model=model, device=device)
 
         def run():
             with _autocast(torch, task):
-                out = separate_with_chunks(
-                    model,
-                    tensor,
+                stems = separator(
+                    mixture,
+                    sampling_rate=rate,
                     overlap=task["overlap"],
                     shifts=task["shifts"],
-                    shift_offsets=offsets,
+                    seed=task["seed"],
                     batch_size=task["batch_size"],
-                    normalize=False,
                 )
-            return out[0].float().cpu().numpy()
+            return np.stack([stem["audio"] for stem in stems])
 
     elif variant == "ours-stream":
         from demixers.cli import main as cli_main
@@ -587,7 +609,7 @@ def run_worker(task: dict[str, Any], timeout: float | None) -> dict[str, Any]:
 
 
 def htdemucs_forwards(samples: int, rate: int, segment: int, overlap: float, offsets: list[int]) -> int:
-    """Forward passes ``apply_model`` / `separate_with_chunks` make over ``samples`` samples."""
+    """Forward passes ``apply_model`` and the pipeline (apply_model's policy) make over ``samples``."""
     stride = int((1 - overlap) * segment)
     if not offsets:
         return math.ceil(samples / stride)
@@ -627,10 +649,8 @@ def variant_flops(
     per_forward = flops["reference_flops_per_forward" if variant == "reference" else "ours_flops_per_forward"]
     segment = flops["segment_samples"]
     offsets = _shift_offsets({"seed": args.seed, "shifts": args.shifts}, rate)
-    if variant == "ours-stream":
-        forwards = pipeline_chunks(samples, rate, segment / rate, args.overlap, args.shifts, args.seed)
-    else:
-        forwards = htdemucs_forwards(samples, rate, segment, args.overlap, offsets)
+    # the pipeline and the stream chunk HTDemucs with apply_model's policy: the same forwards
+    forwards = htdemucs_forwards(samples, rate, segment, args.overlap, offsets)
     return per_forward * forwards
 
 

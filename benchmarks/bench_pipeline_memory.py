@@ -20,12 +20,19 @@ Settings (``--setting``):
   (8 s chunks, 50 % overlap) unless ``--segment``/``--overlap`` say otherwise;
 * ``music``: the exactly additive toy model of ``tests/toy_models.py`` at 44.1 kHz stereo with 4
   stems (the music defaults, 10 s chunks, 25 % overlap); 10 minutes of its 4 stems are 808 MiB of
-  float32, which the in-memory API must hold and the CLI must not.
+  float32, which the in-memory API must hold and the CLI must not;
+* ``demucs``: a tiny random HTDemucs (8 kHz stereo to keep 10 min cheap on a CPU, 4 stems, the
+  release's 7.8 s segment and
+  apply_model's chunking policy: triangle weights, chunks centred in their context, whole-track
+  normalisation, ``--shifts`` passes);
+* ``bag``: a bag of two such HTDemucs with per-source weights (each member is one pass of the
+  chunk engine; all passes advance together over the file).
 
 Usage::
 
     python benchmarks/bench_pipeline_memory.py                       # both settings and modes, 1 and 10 min
     python benchmarks/bench_pipeline_memory.py --setting music --mode cli --minutes 1 10 --json out.json
+    python benchmarks/bench_pipeline_memory.py --setting demucs bag --mode cli --shifts 2
 """
 
 from __future__ import annotations
@@ -45,7 +52,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "speech": {"sampling_rate": 8000, "channels": 1, "sources": 2},
     "music": {"sampling_rate": 44100, "channels": 2, "sources": 4},
+    "demucs": {"sampling_rate": 8000, "channels": 2, "sources": 4},
+    "bag": {"sampling_rate": 8000, "channels": 2, "sources": 4},
 }
+# Tiny HTDemucs of the demucs/bag settings: the release's channels, stems and segment, at 8 kHz
+# (the engine's buffers scale with the segment in samples, the compute with the rate).
+TINY_HTDEMUCS = dict(
+    sampling_rate=8000, channels=8, depth=3, nfft=512, t_layers=1, t_heads=2, bottom_channels=0
+)
 
 
 def build_model(setting: str, folder: Path) -> str:
@@ -68,6 +82,22 @@ def build_model(setting: str, folder: Path) -> str:
             max_rotary_dim=8,
         )
         model = demixers.MossFormerForSourceSeparation(config)
+    elif setting in ("demucs", "bag"):
+        from demixers.modeling.demucs import (
+            DemucsBagConfig,
+            DemucsBagForSourceSeparation,
+            HTDemucsConfig,
+            HTDemucsForSourceSeparation,
+        )
+
+        member = HTDemucsConfig(**TINY_HTDEMUCS)
+        if setting == "demucs":
+            model = HTDemucsForSourceSeparation(member)
+        else:
+            bag = DemucsBagConfig(
+                models=[member.architecture_dict()] * 2, weights=[[1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 1.0, 2.0]]
+            )
+            model = DemucsBagForSourceSeparation(bag)
     else:
         sys.path.insert(0, str(ROOT))
         from tests.toy_models import ToySplitterConfig, ToySplitterForSourceSeparation
@@ -124,7 +154,12 @@ def child(args: argparse.Namespace) -> None:
     from demixers.cli import main
 
     baseline = peak_rss_kib()
-    options = {"segment": args.segment, "overlap": args.overlap, "batch_size": args.batch_size}
+    options = {
+        "segment": args.segment,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "shifts": args.shifts,
+    }
     options = {key: value for key, value in options.items() if value is not None}
     start = time.perf_counter()
     if args.mode == "cli":
@@ -178,6 +213,7 @@ def parent(args: argparse.Namespace) -> None:
         "segment": args.segment,
         "overlap": args.overlap,
         "batch_size": args.batch_size,
+        "shifts": args.shifts,
         "cpu_count": os.cpu_count(),
         "rows": rows,
     }
@@ -201,7 +237,7 @@ def measure(
         sys.executable, __file__, "--child", "--setting", setting, "--mode", mode, "--input", str(audio),
         "--model", model, "--output-dir", str(scratch / "out"),
     ]  # fmt: skip
-    for option in ("segment", "overlap", "batch_size"):
+    for option in ("segment", "overlap", "batch_size", "shifts"):
         value = getattr(args, option)
         if value is not None:
             command += [f"--{option.replace('_', '-')}", str(value)]
@@ -245,6 +281,7 @@ def main() -> None:
     parser.add_argument("--segment", type=float, default=None)
     parser.add_argument("--overlap", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--shifts", type=int, default=None, help="shift passes (music models only)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "pipeline_memory.json")
     # internal: the measured subprocess
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from demixers.pipelines.chunking import (
+    ChunkMember,
     ChunkSettings,
     best_permutation,
     chunk_layout,
     count_chunks,
+    from_start_layout,
     is_permutation_invariant,
     resolve_chunk_settings,
     separate_chunked,
@@ -175,3 +177,88 @@ def test_settings_defaults_and_validation() -> None:
             resolve_chunk_settings(music, **kwargs)
     with pytest.raises(ValueError, match="permutation-invariant"):
         resolve_chunk_settings(speech, shifts=1)
+
+
+# -- chunking policies (apply_model's: from_start layout, triangle window, context padding) ------
+
+
+def apply_model_policy(**overrides) -> ChunkSettings:
+    values = dict(window="triangle", layout="from_start", context="segment")
+    values.update(overrides)
+    return settings(**values)
+
+
+@pytest.mark.parametrize(
+    ("total", "chunk", "overlap"), [(1000, 100, 0.25), (1001, 100, 0.5), (70, 100, 0.25)]
+)
+def test_from_start_layout_is_apply_models(total: int, chunk: int, overlap: float) -> None:
+    offsets, lengths = from_start_layout(total, chunk, overlap)
+    stride = int((1 - overlap) * chunk)
+    assert offsets == list(range(0, total, stride))
+    assert lengths == [min(chunk, total - offset) for offset in offsets]
+
+
+@pytest.mark.parametrize("context", ["none", "segment"])
+@pytest.mark.parametrize("shifts", [0, 2])
+def test_triangle_policy_passes_signals_unchanged(context: str, shifts: int) -> None:
+    waveform = np.random.default_rng(1).standard_normal((2, 3_333)).astype(np.float32)
+    policy = apply_model_policy(context=context, shifts=shifts, seed=4, transition_power=2.0)
+    out = separate_chunked(identity_forward(2), waveform, 2, 1000, policy)
+    np.testing.assert_allclose(out.sum(axis=0), waveform, atol=2e-6)
+
+
+def test_short_chunks_are_centred_in_their_context() -> None:
+    """apply_model pads a chunk shorter than the segment to the segment, centred, with the input
+    around it (zeros beyond the input), and keeps the middle of the output."""
+    seen: list[np.ndarray] = []
+
+    def recording(batch: torch.Tensor) -> torch.Tensor:
+        seen.extend(batch.numpy().copy())
+        return batch[:, None].repeat(1, 2, 1, 1)
+
+    waveform = np.arange(1, 1501, dtype=np.float32)[None]  # segment 1000, stride 750: chunks at 0, 750
+    separate_chunked(recording, waveform, 2, 1000, apply_model_policy())
+    assert [piece.shape[-1] for piece in seen] == [1000, 1000]
+    np.testing.assert_array_equal(seen[0][0], waveform[0, :1000])
+    # the second chunk is [750, 1500): 750 samples centred in 1000 -> 125 samples of context each side
+    np.testing.assert_array_equal(seen[1][0, :875], waveform[0, 625:1500])
+    np.testing.assert_array_equal(seen[1][0, 875:], np.zeros(125))
+
+
+def test_bag_members_are_averaged_with_per_source_weights() -> None:
+    waveform = np.random.default_rng(2).standard_normal((1, 2_500)).astype(np.float32)
+
+    calls = [0]
+
+    def gains(values: list[float]):
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            calls[0] += batch.shape[0]
+            return batch[:, None] * torch.tensor(values)[None, :, None, None]
+
+        return forward
+
+    weights, totals = [[1.0, 0.5], [3.0, 1.5]], [4.0, 2.0]
+    normalised = [tuple(w / t for w, t in zip(row, totals, strict=True)) for row in weights]
+    members = [  # each member with its own policy and segment, both with one shift pass
+        ChunkMember(gains([1.0, 2.0]), apply_model_policy(shifts=1), normalised[0]),
+        ChunkMember(gains([5.0, -1.0]), settings(segment=0.7, shifts=1), normalised[1]),
+    ]
+    out = separate_chunked(members, waveform, 2, 1000, settings(shifts=1))
+    expected_gains = [(1.0 * 1.0 + 3.0 * 5.0) / 4.0, (0.5 * 2.0 + 1.5 * -1.0) / 2.0]
+    np.testing.assert_allclose(out[:, 0], np.outer(expected_gains, waveform[0]), atol=1e-5)
+    assert calls[0] == count_chunks(2_500, 1000, settings(shifts=1), members) > 6
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("chunk_window", "hann"),
+        ("chunk_layout", "centre"),
+        ("chunk_context", "reflect"),
+        ("chunk_transition_power", 0.5),
+    ],
+)
+def test_bad_policy_fields_are_refused(field: str, value) -> None:
+    config = SimpleNamespace(permutation_invariant=False, **{field: value})
+    with pytest.raises(ValueError, match=field):
+        resolve_chunk_settings(config)

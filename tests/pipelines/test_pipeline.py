@@ -269,14 +269,19 @@ def test_htdemucs_through_the_pipeline() -> None:
     torch.manual_seed(0)
     model = HTDemucsForSourceSeparation(tiny.tiny_htdemucs_config()).eval()  # segment 0.04 s = 1764 samples
     separator = pipeline("audio-source-separation", model=model)
-    stereo = sines([220.0, 330.0], 44100, 0.035)  # shorter than one segment: one chunk, as unchunked
+    # shorter than apply_model's stride (0.75 segment): one chunk
+    stereo = sines([220.0, 330.0], 44100, 0.025)
     wav = torch.from_numpy(stereo)
     mean, std = torch.tensor(0.0), torch.tensor(1.0)
     if normalizes_input(model.config):  # Demucs configs ask for demucs' whole-track standardisation
         ref = wav.mean(0)
         mean, std = ref.mean(), ref.std() + 1e-8
+    # as demucs' apply_model: the short chunk is centred in a segment-long window (zeros around it)
+    excess = model.config.segment_length - wav.shape[-1]
+    centred = torch.nn.functional.pad((wav - mean) / std, (excess // 2, excess - excess // 2))
     with torch.no_grad():
-        direct = (model(input_values=((wav - mean) / std)[None]).audio_values[0] * std + mean).numpy()
+        output = model(input_values=centred[None]).audio_values[0]
+    direct = (output[..., excess // 2 : excess // 2 + wav.shape[-1]] * std + mean).numpy()
     stems = separator(stereo, sampling_rate=44100)
     assert [stem["label"] for stem in stems] == model.config.source_names
     for index, stem in enumerate(stems):

@@ -25,7 +25,9 @@ Long inputs are separated chunk by chunk with overlap-add (`demixers.pipelines.c
 ``segment`` (seconds), ``overlap`` (fraction), ``batch_size`` (chunks per forward), ``shifts``
 and ``seed`` (random time-shift augmentation for fixed-order models) and ``progress`` (a tqdm bar
 on stderr). Defaults come from the model config (``segment``, ``overlap``), else per family:
-8 s / 0.5 for permutation-invariant (speech) models and 10 s / 0.25 otherwise.
+8 s / 0.5 for permutation-invariant (speech) models and 10 s / 0.25 otherwise. The weighting,
+chunk placement and context padding follow the config's chunking policy (Demucs: ``apply_model``'s;
+a bag runs each member with its own policy and averages them with its per-source weights).
 
 Models whose config has ``normalize_input=True`` (Demucs) get the whole input standardised by the
 mean and std of its mono downmix at the model's rate, and their sources mapped back, as demucs'
@@ -41,6 +43,7 @@ the stems block by block (what ``demixers separate`` writes to disk) with the sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import types
@@ -66,6 +69,7 @@ from ..audio import (
 from ..feature_extraction_separation import SourceSeparationFeatureExtractor
 from .chunking import (
     STATISTICS_BLOCK,
+    ChunkMember,
     ChunkSettings,
     MixtureStatistics,
     Normalization,
@@ -234,8 +238,9 @@ class AudioSourceSeparationPipeline(Pipeline):
         input_rate = int(model_inputs["input_rate"])
         output_rate = input_rate if resample_output else config.sampling_rate
         length = int(model_inputs["input_length"]) if output_rate == input_rate else None
+        members = self._chunk_members(settings, segment)
         spans = self._separate_blocks(
-            [waveform], total, settings, normalization, output_rate, length, progress
+            [waveform], total, settings, members, normalization, output_rate, length, progress
         )
         if length is None:  # at the model's rate: the chunk engine's own length
             length = total
@@ -253,6 +258,7 @@ class AudioSourceSeparationPipeline(Pipeline):
         blocks: Iterable[np.ndarray],
         total: int,
         settings: ChunkSettings,
+        members: list[ChunkMember],
         normalization: Normalization | None,
         output_rate: int,
         length: int | None,
@@ -267,13 +273,13 @@ class AudioSourceSeparationPipeline(Pipeline):
         if progress:
             from tqdm.auto import tqdm
 
-            chunks = count_chunks(total, config.sampling_rate, settings)
+            chunks = count_chunks(total, config.sampling_rate, settings, members)
             bar = tqdm(total=chunks, unit="chunk", file=sys.stderr, disable=chunks <= 1, leave=False)
         try:
             if normalization is not None:
                 blocks = _normalized_blocks(blocks, normalization.apply)
             spans: Iterator[np.ndarray] = iter_chunked(
-                self._separate_chunks,
+                members,
                 blocks,
                 total,
                 channels,
@@ -292,8 +298,42 @@ class AudioSourceSeparationPipeline(Pipeline):
             if bar is not None:
                 bar.close()
 
-    def _separate_chunks(self, chunks: torch.Tensor) -> torch.Tensor:
-        """Model forward on a batch of chunks ``(chunks, channels, time)`` through the feature extractor."""
+    def _chunk_members(self, settings: ChunkSettings, segment: float | None) -> list[ChunkMember]:
+        """What the chunk engine runs: the model, or each member of a bag (a ``models`` list with
+        ``config.weights``) with its own chunking policy and segment (``segment`` overrides them
+        all, as apply_model's does) and its per-source weight over the bag's per-source total, as
+        demucs' apply_model applies a bag (one pass per member, so memory stays bounded)."""
+        model, config = self.model, self.model.config
+        sub_models = getattr(model, "models", None)
+        weights = getattr(config, "weights", None)
+        if not isinstance(sub_models, torch.nn.ModuleList) or weights is None:
+            return [ChunkMember(self._separate_chunks, settings, None, getattr(model, "valid_length", None))]
+        totals = [sum(row[source] for row in weights) for source in range(len(config.source_names))]
+        members = []
+        for sub_model, row in zip(sub_models, weights, strict=True):
+            member_settings = resolve_chunk_settings(
+                sub_model.config,
+                segment=segment,
+                overlap=settings.overlap,
+                batch_size=settings.batch_size,
+                shifts=settings.shifts,
+                seed=settings.seed,
+            )
+            member_settings = dataclasses.replace(member_settings, max_shift=settings.max_shift)
+            members.append(
+                ChunkMember(
+                    functools.partial(self._separate_chunks, model=sub_model),
+                    member_settings,
+                    tuple(float(weight) / total for weight, total in zip(row, totals, strict=True)),
+                    getattr(sub_model, "valid_length", None),
+                )
+            )
+        return members
+
+    def _separate_chunks(self, chunks: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
+        """``model``'s (default: the pipeline's) forward on a batch of chunks ``(chunks, channels,
+        time)`` through the feature extractor."""
+        model = self.model if model is None else model
         config = self.model.config
         features = self.feature_extractor(
             chunks.numpy(), sampling_rate=config.sampling_rate, return_tensors="pt", time_axis=1
@@ -301,7 +341,7 @@ class AudioSourceSeparationPipeline(Pipeline):
         input_values = features["input_values"].to(self.device, dtype=self._model_dtype())
         # inference mode (no autograd bookkeeping at all), also outside Pipeline.forward (streaming)
         with torch.inference_mode():
-            return self.model(input_values=input_values).audio_values
+            return model(input_values=input_values).audio_values
 
     def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
         config = self.model.config
@@ -369,12 +409,15 @@ class AudioSourceSeparationPipeline(Pipeline):
         if length is None:
             length = total
 
+        members = self._chunk_members(settings, segment)
+
         def blocks() -> Iterator[np.ndarray]:
             model_blocks = self._model_blocks(audio, channel_policy, _Counter())
             return self._separate_blocks(
                 model_blocks,
                 total,
                 settings,
+                members,
                 normalization,
                 output_rate,
                 length if output_rate == audio.sampling_rate else None,

@@ -1,23 +1,27 @@
-"""`separate_with_chunks` against the original ``demucs.apply.apply_model`` on 30 s of audio.
+"""The one chunk engine (`demixers.pipelines.chunking`, through the pipeline) with the Demucs
+chunking policy against the original ``demucs.apply.apply_model``, on 30 s of audio.
 
-Shared helpers for ``test_apply_demucs_shifts.py`` live here too.
+``modeling/demucs/apply_demucs.py`` (a second engine) is gone: these tests now hold the pipeline's
+engine to apply_model's weighting, context padding and shift offsets. Shared helpers for
+``test_apply_demucs_shifts.py`` live here too.
 """
 
 from __future__ import annotations
 
-import random
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
+from transformers import pipeline
 
 from demixers.modeling.demucs import (
     DemucsConfig,
     DemucsForSourceSeparation,
     HTDemucsConfig,
     HTDemucsForSourceSeparation,
-    separate_with_chunks,
 )
+from demixers.pipelines.chunking import _InputWindow, resolve_chunk_settings, shift_offsets
 from tests.modeling.demucs.reference_export import max_diffs
 
 pytest.importorskip("demucs")
@@ -59,19 +63,38 @@ def mix() -> torch.Tensor:
     return 0.1 * torch.randn(1, 2, 30 * RATE, generator=generator)
 
 
-class RecordingRandom:
-    """Stands for the ``random`` module inside ``demucs.apply``: serves its shift offsets from a
-    seeded generator and records them, so the same offsets can be handed to our function (the
-    reference's forward also draws from the global ``random``, so offsets cannot be precomputed)."""
+class ServedRandom:
+    """Stands for the ``random`` module inside ``demucs.apply``: serves the shift offsets our engine
+    draws (`engine_offsets`), so both sides use the same ones."""
 
-    def __init__(self, seed: int) -> None:
-        self._random = random.Random(seed)
-        self.offsets: list[int] = []
+    def __init__(self, offsets: list[int]) -> None:
+        self.offsets = list(offsets)
+        self._pending = list(offsets)
 
     def randint(self, low: int, high: int) -> int:
-        value = self._random.randint(low, high)
-        self.offsets.append(value)
+        value = self._pending.pop(0)
+        assert low <= value <= high
         return value
+
+
+def engine_offsets(model, shifts: int, seed: int) -> list[int]:
+    """The shift offsets the pipeline draws for ``model``, member by member, shift by shift."""
+    config = model.config
+    members = len(getattr(config, "weights", [0]))
+    drawn = shift_offsets(
+        config.sampling_rate, resolve_chunk_settings(config, shifts=shifts, seed=seed), members
+    )
+    return [offset for member in drawn for offset in member]
+
+
+def engine_separate(model, mix: torch.Tensor, normalize: bool = False, **options) -> torch.Tensor:
+    """``mix`` ``(1, channels, time)`` through the pipeline's chunk engine, as
+    ``(1, sources, channels, time)``. ``normalize=False`` switches off the track standardisation
+    (apply_model alone does none)."""
+    model.config.normalize_input = normalize
+    separator = pipeline("audio-source-separation", model=model)
+    stems = separator(mix[0].numpy(), sampling_rate=model.config.sampling_rate, **options)
+    return torch.from_numpy(np.stack([stem["audio"] for stem in stems]))[None]
 
 
 def _compare(actual: torch.Tensor, expected: torch.Tensor, label: str) -> None:
@@ -85,7 +108,7 @@ def test_htdemucs_chunks_without_shifts(mix) -> None:
     reference, ours = _tiny_htdemucs(0)
     with torch.no_grad():
         expected = apply_model(reference, mix, shifts=0, overlap=0.25, transition_power=1.0)
-    actual = separate_with_chunks(ours, mix, overlap=0.25, shifts=0, normalize=False, batch_size=8)
+    actual = engine_separate(ours, mix, overlap=0.25, shifts=0, batch_size=8)
     _compare(actual, expected, "htdemucs 30 s, shifts=0")
 
 
@@ -94,36 +117,62 @@ def test_demucs_chunks_use_the_neighbouring_audio_as_context(mix) -> None:
     short = mix[..., : 4 * RATE]
     with torch.no_grad():
         expected = apply_model(reference, short, shifts=0, overlap=0.25)
-    actual = separate_with_chunks(ours, short, shifts=0, overlap=0.25, normalize=False)
+    actual = engine_separate(ours, short, shifts=0, overlap=0.25)
     _compare(actual, expected, "demucs 4 s, shifts=0")
 
 
-def test_generator_makes_shifts_reproducible(mix) -> None:
+def test_seed_makes_shifts_reproducible(mix) -> None:
     _, ours = _tiny_htdemucs(5)
     track = mix[..., : 3 * RATE]
-    first = separate_with_chunks(ours, track, shifts=1, generator=torch.Generator().manual_seed(7))
-    second = separate_with_chunks(ours, track, shifts=1, generator=torch.Generator().manual_seed(7))
+    first = engine_separate(ours, track, shifts=1, seed=7)
+    second = engine_separate(ours, track, shifts=1, seed=7)
+    other = engine_separate(ours, track, shifts=1, seed=8)
     assert torch.equal(first, second)
+    assert engine_offsets(ours, 1, 7) != engine_offsets(ours, 1, 8)
+    assert float((first - other).abs().max()) > 1e-6
 
 
 def test_silence_gives_finite_sources() -> None:
     _, ours = _tiny_htdemucs(7)
-    out = separate_with_chunks(ours, torch.zeros(1, 2, RATE), shifts=1)
+    out = engine_separate(ours, torch.zeros(1, 2, RATE), normalize=True, shifts=1)
     assert out.shape == (1, 4, 2, RATE) and torch.isfinite(out).all()
 
 
-def test_bad_arguments_raise(mix) -> None:
+def test_bad_policy_and_segment_raise(mix) -> None:
     _, ours = _tiny_htdemucs(6)
     track = mix[..., :RATE]
-    with pytest.raises(ValueError, match="transition_power"):
-        separate_with_chunks(ours, track, transition_power=0.5)
-    with pytest.raises(ValueError, match="channels"):
-        separate_with_chunks(ours, track[:, :1])
+    ours.config.chunk_transition_power = 0.5
+    with pytest.raises(ValueError, match="chunk_transition_power"):
+        engine_separate(ours, track)
+    ours.config.chunk_transition_power = 1.0
+    ours.config.chunk_window = "hann"
+    with pytest.raises(ValueError, match="chunk_window"):
+        engine_separate(ours, track)
+    ours.config.chunk_window = "triangle"
     with pytest.raises(ValueError, match="longer than"):
-        separate_with_chunks(ours, track, segment=0.6)  # HTDemucs cannot exceed its trained segment
-    bad = track.clone()
-    bad[0, 0, 10] = float("nan")
-    with pytest.raises(ValueError, match="NaN"):
-        separate_with_chunks(ours, bad)
-    with pytest.raises(ValueError, match="shift_offsets"):
-        separate_with_chunks(ours, track, shifts=2, shift_offsets=[0])
+        engine_separate(ours, track, segment=0.6)  # HTDemucs cannot exceed its trained segment
+
+
+def test_input_window_reads_zeros_outside_the_input() -> None:
+    """The engine delays the track for a shift, and pads a chunk with its context, by reading
+    outside the input instead of copying it with zeros around."""
+    base = np.arange(1.0, 11.0, dtype=np.float32)[None]
+    window = _InputWindow([base[:, :4], base[:, 4:]], 1, 10)
+    assert np.array_equal(window.read(-3, 5), [[0.0, 0.0, 0.0, 1.0, 2.0]])
+    assert np.array_equal(window.read(-9, 3), np.zeros((1, 3)))  # entirely before the input
+    assert np.array_equal(window.read(7, 5), [[8.0, 9.0, 10.0, 0.0, 0.0]])
+    assert np.array_equal(window.read(12, 2), np.zeros((1, 2)))  # entirely after it
+
+
+def test_shift_longer_than_the_segment_matches_apply_model(monkeypatch) -> None:
+    import demucs.apply
+
+    reference, ours = _tiny_demucs(2)
+    mix = 0.1 * torch.randn(1, 2, RATE, generator=torch.Generator().manual_seed(5))
+    served = ServedRandom(engine_offsets(ours, 2, 21))
+    monkeypatch.setattr(demucs.apply, "random", served)
+    with torch.no_grad():  # 0.1 s segments, shifts of up to 0.5 s: whole windows lie in the delay
+        expected = apply_model(reference, mix, shifts=2, overlap=0.25, segment=0.1)
+    assert max(0.5 * RATE - offset for offset in served.offsets) > 0.1 * RATE
+    actual = engine_separate(ours, mix, segment=0.1, overlap=0.25, shifts=2, seed=21)
+    _compare(actual, expected, f"demucs 1 s, 0.1 s segments, shifts=2 offsets={served.offsets}")

@@ -1,12 +1,19 @@
-"""`separate_with_chunks` with shifts (same offsets as ``apply_model`` drew) and bags."""
+"""The pipeline's chunk engine with shifts (apply_model handed the same offsets) and bags."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from demixers.modeling.demucs import DemucsBagConfig, DemucsBagForSourceSeparation, separate_with_chunks
-from tests.modeling.demucs.test_apply_demucs import RATE, RecordingRandom, _compare, _tiny_htdemucs
+from demixers.modeling.demucs import DemucsBagConfig, DemucsBagForSourceSeparation
+from tests.modeling.demucs.test_apply_demucs import (
+    RATE,
+    ServedRandom,
+    _compare,
+    _tiny_htdemucs,
+    engine_offsets,
+    engine_separate,
+)
 
 pytest.importorskip("demucs")
 import demucs.apply
@@ -21,24 +28,15 @@ def mix() -> torch.Tensor:
 
 def test_htdemucs_chunks_with_a_shift_and_transition_power(mix, monkeypatch) -> None:
     reference, ours = _tiny_htdemucs(1)
-    recorder = RecordingRandom(1234)
-    monkeypatch.setattr(demucs.apply, "random", recorder)
+    ours.config.chunk_transition_power = 2.0  # a config may sharpen its cross-fade
+    served = ServedRandom(engine_offsets(ours, 1, 1234))
+    monkeypatch.setattr(demucs.apply, "random", served)
     with torch.no_grad():
         expected = apply_model(reference, mix, shifts=1, overlap=0.25, transition_power=2.0, segment=0.4)
-    offsets = recorder.offsets
-    assert len(offsets) == 1
-    actual = separate_with_chunks(
-        ours,
-        mix,
-        segment=0.4,
-        overlap=0.25,
-        shifts=1,
-        transition_power=2.0,
-        shift_offsets=offsets,
-        normalize=False,
-        batch_size=8,
+    actual = engine_separate(ours, mix, segment=0.4, overlap=0.25, shifts=1, seed=1234, batch_size=8)
+    _compare(
+        actual, expected, f"htdemucs 30 s, shifts=1 offsets={served.offsets}, segment 0.4, transition_power 2"
     )
-    _compare(actual, expected, f"htdemucs 30 s, shifts=1 offsets={offsets}, segment 0.4, transition_power 2")
 
 
 def test_bag_chunks_with_shifts_and_normalisation(mix, monkeypatch) -> None:
@@ -52,14 +50,13 @@ def test_bag_chunks_with_shifts_and_normalisation(mix, monkeypatch) -> None:
     bag.models[0].load_state_dict(ours_a.state_dict())
     bag.models[1].load_state_dict(ours_b.state_dict())
     track = mix[..., : 6 * RATE] + 0.05
-    recorder = RecordingRandom(99)
-    monkeypatch.setattr(demucs.apply, "random", recorder)
+    served = ServedRandom(engine_offsets(bag, 2, 99))
+    assert len(served.offsets) == 4  # two shifts per member, member by member
+    monkeypatch.setattr(demucs.apply, "random", served)
     # the original separation entry point: standardise by the mono mix, apply, scale back
     reference_mono = track[0].mean(0)
     mean, std = reference_mono.mean(), reference_mono.std() + 1e-8
     with torch.no_grad():
         expected = apply_model(bag_ref, (track - mean) / std, shifts=2) * std + mean
-    offsets = recorder.offsets  # two shifts per member, member by member
-    assert len(offsets) == 4
-    actual = separate_with_chunks(bag, track, shifts=2, shift_offsets=offsets, normalize=True, batch_size=4)
-    _compare(actual, expected, f"bag of two, 6 s, shifts=2 offsets={offsets}, normalised")
+    actual = engine_separate(bag, track, normalize=True, shifts=2, seed=99, batch_size=4)
+    _compare(actual, expected, f"bag of two, 6 s, shifts=2 offsets={served.offsets}, normalised")

@@ -10,9 +10,8 @@
   large offsets in the activations (a variance computed as ``E[h^2] - E[h]^2`` would lose it).
 * The hybrid models write the de-normalised output spectrum straight into the padded buffer
   ``istft`` reads: compared with the gradient-enabled path.
-* `separate_with_chunks` delays the track for a shift by windowing it at a negative offset instead
-  of copying it with zeros around: compared with ``apply_model`` where whole windows fall into the
-  delay (a segment shorter than the shift).
+
+(The chunk engine's own shortcuts are tested against ``apply_model`` in ``test_apply_demucs.py``.)
 """
 
 from __future__ import annotations
@@ -20,11 +19,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from demixers.modeling.demucs import separate_with_chunks
-from demixers.modeling.demucs.apply_demucs import _Window
 from demixers.modeling.demucs.layers_demucs import DConv, _apply_over_bins
 from demixers.modeling.demucs.transformer_demucs import multi_head_attention
-from tests.modeling.demucs.test_apply_demucs import RATE, RecordingRandom, _compare, _tiny_demucs
 
 TOLERANCE = 1e-5
 
@@ -139,28 +135,3 @@ def test_attention_matches_multihead_attention(cross: bool) -> None:
         expected = attention(query, key_value, key_value, need_weights=False)[0]
         actual = multi_head_attention(attention, query, key_value)
     assert relative(actual, expected) <= TOLERANCE
-
-
-def test_window_reads_zeros_outside_the_base() -> None:
-    base = torch.arange(1.0, 11.0)[None]
-    assert torch.equal(_Window(base, -3, 5).padded(5), torch.tensor([[0.0, 0.0, 0.0, 1.0, 2.0]]))
-    assert torch.equal(_Window(base, -9, 3).padded(5), torch.zeros(1, 5))  # entirely before the base
-    assert torch.equal(_Window(base, 8).padded(4), torch.tensor([[8.0, 9.0, 10.0, 0.0]]))
-
-
-def test_shift_longer_than_the_segment_matches_apply_model(monkeypatch) -> None:
-    pytest.importorskip("demucs")
-    import demucs.apply
-    from demucs.apply import apply_model
-
-    reference, ours = _tiny_demucs(2)
-    mix = 0.1 * torch.randn(1, 2, RATE, generator=torch.Generator().manual_seed(5))
-    recorder = RecordingRandom(21)
-    monkeypatch.setattr(demucs.apply, "random", recorder)
-    with torch.no_grad():  # 0.1 s segments, shifts of up to 0.5 s: whole windows lie in the delay
-        expected = apply_model(reference, mix, shifts=2, overlap=0.25, segment=0.1)
-    assert max(recorder.offsets) > 0.1 * RATE
-    actual = separate_with_chunks(
-        ours, mix, segment=0.1, overlap=0.25, shifts=2, shift_offsets=recorder.offsets, normalize=False
-    )
-    _compare(actual, expected, f"demucs 1 s, 0.1 s segments, shifts=2 offsets={recorder.offsets}")

@@ -1,7 +1,7 @@
 """The Demucs family: waveform Demucs (v2/v3), Hybrid Demucs (v3), Hybrid Transformer Demucs (v4)
-and bags of them, with chunked inference mirroring the original ``apply_model``."""
+and bags of them. Chunked inference (the original ``apply_model``'s) is the pipeline's chunk engine,
+`demixers.pipelines.chunking`, driven by the configs' chunking policy."""
 
-from .apply_demucs import separate_with_chunks
 from .configuration_demucs import DemucsBagConfig, DemucsConfig, HDemucsConfig, HTDemucsConfig
 from .modeling_demucs import (
     DemucsBagForSourceSeparation,
@@ -23,5 +23,4 @@ __all__ = [
     "HDemucsForSourceSeparation",
     "HTDemucsConfig",
     "HTDemucsForSourceSeparation",
-    "separate_with_chunks",
 ]

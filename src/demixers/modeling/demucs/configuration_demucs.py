@@ -120,6 +120,15 @@ class _DemucsCommonConfig(PretrainedConfig):
     # demucs.separate standardises the whole track by its mono mix's mean/std before chunking and
     # undoes it afterwards; the pipeline does the same for every config with this flag.
     normalize_input = True
+    # Chunking policy (demixers.pipelines.chunking), demucs.apply.apply_model's: chunks start every
+    # int((1 - overlap) * segment) samples from 0 and the last ones are cut at the end of the input;
+    # each is weighted by a segment-long triangle to `chunk_transition_power`; a chunk is centred in
+    # the length the model wants (`valid_length`; HTDemucs: the segment) with the audio around it as
+    # context. Shift offsets are apply_model's (uniform in [0, 0.5 s], input delayed by 0.5 s - offset).
+    chunk_window = "triangle"
+    chunk_transition_power = 1.0
+    chunk_layout = "from_start"
+    chunk_context = "valid_length"
 
     def _set_common(
         self,
@@ -422,7 +431,7 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
 
     With ``use_train_segment=True`` (the release) the model always runs on exactly
     ``segment * sampling_rate`` samples: shorter inputs are zero-padded on the right and the output
-    trimmed back; longer ones are a ``ValueError`` (chunk them, as ``separate_with_chunks`` does).
+    trimmed back; longer ones are a ``ValueError`` (chunk them: the audio-source-separation pipeline does).
 
     Transformer fields (``t_*``): ``t_layers`` alternating self-/cross-attention layers per branch,
     ``t_heads`` heads, feed-forward width ``t_hidden_scale`` x channels, ``t_dropout``,
@@ -433,6 +442,9 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
     cross-attention layer. ``bottom_channels`` adds 1x1 convolutions to and from that width around
     the transformer (0 = none).
     """
+
+    # Chunking policy: apply_model pads every HTDemucs chunk to the segment (see _DemucsCommonConfig).
+    chunk_context = "segment"
 
     model_type = "htdemucs"
 

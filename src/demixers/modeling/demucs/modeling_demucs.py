@@ -7,8 +7,8 @@ Every model maps ``input_values`` ``(batch, channels, time)`` to ``audio_values`
 Normalisation: the models standardise their input exactly where the original models do (HDemucs
 and HTDemucs always, per branch; Demucs only with ``config.normalize``). The original separation
 entry point additionally standardises the whole track by the mean/std of its mono mix before
-chunking and undoes it afterwards; here that is done by
-`apply_demucs.separate_with_chunks(..., normalize=True)`, not by ``forward``.
+chunking and undoes it afterwards; here the ``audio-source-separation`` pipeline does that (and
+apply_model's chunking, per the configs' chunking policy), not ``forward``.
 """
 
 from __future__ import annotations
@@ -674,8 +674,8 @@ class HTDemucsForSourceSeparation(_HybridDemucsBase):
 
     With ``config.use_train_segment`` (the release), evaluation always runs on exactly the trained
     segment length: shorter inputs are zero-padded on the right and trimmed back, longer inputs raise
-    ``ValueError`` (the original model cannot process them either; chunk them with
-    `separate_with_chunks`). In training mode the input length is used as is.
+    ``ValueError`` (the original model cannot process them either; the ``audio-source-separation``
+    pipeline chunks them). In training mode the input length is used as is.
     """
 
     config_class = HTDemucsConfig
@@ -700,7 +700,7 @@ class HTDemucsForSourceSeparation(_HybridDemucsBase):
         if length > trained:
             raise ValueError(
                 f"input of {length} samples is longer than the {trained} samples ({self.config.segment} s) "
-                "this HTDemucs model was trained on; split it into chunks (separate_with_chunks does)"
+                "this HTDemucs model was trained on; split it into chunks (the separation pipeline does)"
             )
         return trained
 
