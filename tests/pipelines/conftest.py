@@ -35,6 +35,7 @@ class BandSwapperConfig(PretrainedConfig):
         self.sampling_rate = sampling_rate
         self.audio_channels = 1
         self.source_names = ["speaker_1", "speaker_2"]
+        self.permutation_invariant = True
         self.cutoff_hz = cutoff_hz
         self.swap_every_other = swap_every_other
         super().__init__(**kwargs)
@@ -96,6 +97,7 @@ class SaturatingSplitterConfig(PretrainedConfig):
         self.sampling_rate = sampling_rate
         self.audio_channels = audio_channels
         self.source_names = ["drums", "bass"]
+        self.permutation_invariant = False
         super().__init__(**kwargs)
 
 

@@ -146,13 +146,16 @@ def test_silent_chunks_skip_the_model_and_stay_silent() -> None:
 
 
 def test_settings_defaults_and_validation() -> None:
-    speech = SimpleNamespace(source_names=["speaker_1", "speaker_2"])
-    music = SimpleNamespace(source_names=["drums", "bass"], segment=7.8)
+    # every config declares permutation_invariant (the contract); source names decide nothing
+    speech = SimpleNamespace(source_names=["speaker_1", "speaker_2"], permutation_invariant=True)
+    music = SimpleNamespace(source_names=["drums", "bass"], segment=7.8, permutation_invariant=False)
     assert is_permutation_invariant(speech) and not is_permutation_invariant(music)
     assert not is_permutation_invariant(
         SimpleNamespace(source_names=["speaker_1", "speaker_2"], permutation_invariant=False)
     )
     assert is_permutation_invariant(SimpleNamespace(source_names=["a", "b"], permutation_invariant=True))
+    with pytest.raises(TypeError, match="permutation_invariant"):
+        is_permutation_invariant(SimpleNamespace(source_names=["speaker_1", "speaker_2"]))
     resolved = resolve_chunk_settings(speech)
     assert (resolved.segment, resolved.overlap, resolved.batch_size, resolved.shifts) == (8.0, 0.5, 1, 0)
     resolved = resolve_chunk_settings(music, batch_size=4, shifts=2, seed=5)
