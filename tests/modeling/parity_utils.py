@@ -1,0 +1,55 @@
+"""Weights where every parameter matters, for parity tests against reference implementations.
+
+Freshly initialised models hide numerical problems: LayerScales start at 1e-4 (the transformer
+and the DConv branches then contribute almost nothing), norms start as identities, biases at zero.
+`perturb_parameters` moves every parameter, and every buffer that is a learnt statistic (batch-norm
+running means and variances), by a deterministic amount, as training would. Apply it to the
+reference model, then convert or copy its weights, so both sides see identical values.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Buffers that hold statistics learnt from data (and so differ from their initial value in a
+# trained checkpoint). Other buffers (counters, windows, constant tables) are left alone.
+LEARNT_STATISTIC_SUFFIXES = ("running_mean", "running_var")
+PERTURBATION_STD = 0.02
+
+
+def perturb_parameters(module: nn.Module, std: float = PERTURBATION_STD, seed: int = 0) -> nn.Module:
+    """Add ``std * N(0, 1)`` to every parameter and learnt mean of ``module``, in place.
+
+    Running variances are multiplied by ``exp(std * N(0, 1))`` instead (they must stay positive).
+    The draws come from a private generator seeded with ``seed`` and are taken in ``state_dict``
+    order, so two models with the same state-dict layout get the same perturbation. Returns
+    ``module``.
+    """
+    if std < 0:
+        raise ValueError(f"std must be >= 0, got {std}")
+    generator = torch.Generator().manual_seed(seed)
+    parameters = {id(parameter) for parameter in module.parameters()}
+    seen: set[int] = set()
+    with torch.no_grad():
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            if id(tensor) in seen:  # tied weights get one perturbation
+                continue
+            is_parameter = id(tensor) in parameters
+            if not is_parameter and not name.endswith(LEARNT_STATISTIC_SUFFIXES):
+                continue
+            if not tensor.is_floating_point():
+                continue
+            seen.add(id(tensor))
+            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
+            if name.endswith("running_var"):
+                tensor.mul_(torch.exp(std * noise).to(tensor.dtype))
+            else:
+                tensor.add_((std * noise).to(tensor.dtype))
+    return module
+
+
+def relative_max_difference(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``max |actual - expected| / max |expected|`` (computed in float64)."""
+    actual, expected = actual.detach().double(), expected.detach().double()
+    return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
