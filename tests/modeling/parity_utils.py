@@ -9,6 +9,7 @@ reference model, then convert or copy its weights, so both sides see identical v
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,3 +54,21 @@ def relative_max_difference(actual: torch.Tensor, expected: torch.Tensor) -> flo
     """``max |actual - expected| / max |expected|`` (computed in float64)."""
     actual, expected = actual.detach().double(), expected.detach().double()
     return float((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12))
+
+
+def speech_batch(length: int, sampling_rate: int = 8000, batch: int = 2) -> torch.Tensor:
+    """``(batch, 1, length)`` mixtures of two voice-like speakers, a different conversation per row."""
+    from tests.audio_fixtures import speech_like_mixture
+
+    seconds = length / sampling_rate + 0.01
+    rows = [speech_like_mixture(seconds, sampling_rate, seed=seed)[:, :length] for seed in range(batch)]
+    return torch.from_numpy(np.stack(rows))
+
+
+def music_batch(length: int, sampling_rate: int = 44100, channels: int = 2, batch: int = 2) -> torch.Tensor:
+    """``(batch, channels, length)`` excerpts of different synthetic songs."""
+    from tests.audio_fixtures import music_like
+
+    seconds = length / sampling_rate + 0.01
+    rows = [music_like(seconds, sampling_rate, channels, seed=seed)[:, :length] for seed in range(batch)]
+    return torch.from_numpy(np.stack(rows))
