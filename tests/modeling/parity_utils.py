@@ -20,7 +20,7 @@ PERTURBATION_STD = 0.02
 
 
 def perturb_parameters(module: nn.Module, std: float = PERTURBATION_STD, seed: int = 0) -> nn.Module:
-    """Add ``std * N(0, 1)`` to every parameter and learnt mean of ``module``, in place.
+    """Add ``std * N(0, 1)`` to every trainable parameter and learnt mean of ``module``, in place.
 
     Running variances are multiplied by ``exp(std * N(0, 1))`` instead (they must stay positive).
     The draws come from a private generator seeded with ``seed`` and are taken in ``state_dict``
@@ -30,7 +30,8 @@ def perturb_parameters(module: nn.Module, std: float = PERTURBATION_STD, seed: i
     if std < 0:
         raise ValueError(f"std must be >= 0, got {std}")
     generator = torch.Generator().manual_seed(seed)
-    parameters = {id(parameter) for parameter in module.parameters()}
+    # frozen parameters (``requires_grad=False``, e.g. fixed rotary frequencies) are constants, not weights
+    parameters = {id(parameter) for parameter in module.parameters() if parameter.requires_grad}
     seen: set[int] = set()
     with torch.no_grad():
         for name, tensor in module.state_dict(keep_vars=True).items():
