@@ -24,6 +24,7 @@ from asteroid.models import ConvTasNet, DPRNNTasNet  # noqa: E402
 import demixers  # noqa: E402
 from demixers.modeling.conv_tasnet import ConvTasNetConfig, ConvTasNetForSourceSeparation  # noqa: E402
 from demixers.modeling.conv_tasnet import convert_conv_tasnet_asteroid_to_hf as converter  # noqa: E402
+from tests.modeling.parity_utils import perturb_parameters, relative_max_difference, speech_batch  # noqa: E402
 
 demixers.register_model_family(ConvTasNetConfig, ConvTasNetForSourceSeparation)
 
@@ -98,6 +99,29 @@ def max_relative_difference(
         assert torch.isfinite(expected).all() and scale > 0
         worst = max(worst, float((actual - expected).abs().max() / scale))
     return worst
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_parity_with_asteroid_on_speech_with_perturbed_weights(variant: str, tmp_path: Path) -> None:
+    """The shared perturbation (every parameter and batch-norm statistic, 0.02 N(0, 1)) applied to
+    the freshly built asteroid model before converting, on voice-like mixtures: <= 1e-5."""
+    kwargs = {**SMALL, **VARIANTS[variant]}
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = perturb_parameters(ConvTasNet(**kwargs)).eval()
+    model = convert(reference, tmp_path)
+    rate = kwargs.get("sample_rate", 8000)
+    worst = 0.0
+    for length in (rate // 2 + 3, 2 * rate):
+        mixture = speech_batch(length, rate)
+        with torch.no_grad():
+            expected = reference(mixture)
+            actual = model(mixture).audio_values[:, :, 0]
+        assert actual.shape == expected.shape and torch.isfinite(expected).all() and expected.abs().max() > 0
+        worst = max(worst, relative_max_difference(actual, expected))
+    print(f"{variant}: perturbed weights, speech: relative {worst:.3e}")
+    assert worst <= 1e-5
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

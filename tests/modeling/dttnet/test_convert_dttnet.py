@@ -25,6 +25,7 @@ from demixers.modeling.dttnet.convert_dttnet_original_to_hf import (
 )
 from tests.modeling.dttnet.reference_dttnet import ReferenceDPTDFNet
 from tests.modeling.dttnet.tiny_configs import TINY_REFERENCE_KWARGS
+from tests.modeling.parity_utils import music_batch, perturb_parameters, relative_max_difference
 
 FAKE_MODULE = "omegaconf_stand_in_for_tests.dictconfig"
 
@@ -164,6 +165,33 @@ def test_converted_model_matches_the_release_inference(tmp_path: Path, case: str
     torch.testing.assert_close(audio[0], expected, atol=2e-5, rtol=1e-4)
     torch.testing.assert_close(audio[1], mixture - expected, atol=2e-5, rtol=1e-4)
     assert expected.abs().max() > 5e-2  # not a trivially silent comparison
+
+
+# max |ours - reference| / max |reference| on music with perturbed weights
+MUSIC_TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_converted_model_matches_on_music_with_perturbed_weights(tmp_path: Path, case: str) -> None:
+    """Every parameter and batch-norm statistic perturbed by the shared 0.02 N(0, 1), music input."""
+    kwargs = PARITY_CASES[case]
+    torch.manual_seed(0)
+    reference = perturb_parameters(ReferenceDPTDFNet(**kwargs), seed=11).eval()
+    with torch.no_grad():  # outputs of order 0.1 on music, so the relative figure means something
+        reference.final_conv[0].weight.mul_(50.0)
+    path = tmp_path / "vocals.ckpt"
+    save_lightning_checkpoint(path, reference.state_dict(), _hyper_parameters(kwargs))
+    model = load_original_model(path)
+    channels = kwargs.get("audio_ch", 2)
+    mixture = music_batch(2345, channels=channels, batch=1)[0]  # 4 chunks, not a multiple of the stride
+    expected = reference.no_overlap_inference(mixture)
+    with torch.no_grad():
+        audio = model(input_values=mixture[None]).audio_values[0]
+    relative = relative_max_difference(audio[0], expected)
+    print(f"DTTNet {case}: perturbed weights, music: relative {relative:.3e}")
+    assert expected.abs().max() > 1e-2  # not a trivially silent comparison
+    assert relative <= MUSIC_TOLERANCE
+    assert relative_max_difference(audio[1], mixture - expected) <= MUSIC_TOLERANCE
 
 
 def test_default_config_has_the_official_key_layout() -> None:

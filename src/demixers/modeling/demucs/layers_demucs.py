@@ -56,6 +56,39 @@ class LayerScale(nn.Module):
         return self.scale[:, None] * x
 
 
+class GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` whose statistics stay accurate on channels-last (and other strided) inputs.
+
+    PyTorch's CPU kernel for channels-last inputs computes the variance in one pass
+    (``E[x^2] - E[x]^2`` in float32): on activations with an offset (``0.5 + 0.01 N(0, 1)``) it is
+    over 100x less accurate than the kernel for contiguous inputs, and the error grows with the
+    ratio of the mean to the spread. Here the statistics of a one-group norm come from
+    ``torch.var_mean`` (Welford), then a single ``x * scale + shift`` pass keeps the input's memory
+    layout, as the native kernels do. Other group counts run the native kernel on a contiguous copy.
+    Parameter names and initialisation are those of ``nn.GroupNorm`` (state dicts load unchanged).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+        # A tensor can be both (one channel, or a 1x1 image): PyTorch then picks the one-pass kernel.
+        if x.is_contiguous() and not channels_last:
+            return super().forward(x)
+        if self.num_groups != 1:
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            return super().forward(x.contiguous()).contiguous(memory_format=layout)
+        if x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm of {self.num_channels} channels got input of shape {tuple(x.shape)}")
+        variance, mean = torch.var_mean(x, dim=tuple(range(1, x.dim())), keepdim=True, correction=0)
+        scale = (variance + self.eps).rsqrt()  # (N, 1, ...)
+        channel_shape = (1, -1) + (1,) * (x.dim() - 2)
+        if self.weight is not None:
+            scale = scale * self.weight.view(channel_shape)  # (N, C, 1, ...)
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias.view(channel_shape)
+        return torch.addcmul(shift, x, scale)
+
+
 class BLSTM(nn.Module):
     """Bidirectional LSTM over time with a linear projection back to ``dim`` channels.
 
@@ -172,7 +205,7 @@ class DConv(nn.Module):
         activation = nn.GELU if gelu else nn.ReLU
 
         def make_norm(width: int) -> nn.Module:
-            return nn.GroupNorm(1, width) if norm else nn.Identity()
+            return GroupNorm(1, width) if norm else nn.Identity()
 
         self.layers = nn.ModuleList()
         for index in range(depth):
@@ -281,40 +314,56 @@ def _fused_projections(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The narrow rows and per-sample weights giving a `_fusable_tail` branch's GLU halves.
 
-    Returns ``rows`` ``(N, T, hidden + 1)`` (the activations before the 1x1 projection, then a
-    column of ones) and ``weight_a``, ``weight_b`` ``(N, hidden + 1, C)`` such that
+    Returns ``rows`` ``(N, T, hidden + 1)`` (the activations before the 1x1 projection, centred on
+    their mean over time, then a column of ones) and ``weight_a``, ``weight_b``
+    ``(N, hidden + 1, C)`` such that
     ``LayerScale(GLU(norm(projection)))`` is ``(rows @ weight_a) * sigmoid(rows @ weight_b)``.
 
     The one-group norm of ``h = W g + b`` has per-sample statistics that follow from the narrow
-    ``g``: its sum and its Gram matrix (float64). The normalisation, its affine and the LayerScale
-    then fold into the projection, so the ``2C``-wide ``h`` is never materialised.
+    ``g``: the sum and Gram matrix (float64) of ``g`` centred on its mean over time, so the variance
+    is a sum of small terms, not a one-pass difference of large ones. The normalisation, its affine
+    and the LayerScale then fold into the projection, so the ``2C``-wide ``h`` is never
+    materialised.
     """
     conv, norm_in, activation, projection, norm, _, layer_scale = layer
     channels = y.shape[1]
     g = activation(norm_in(_conv_as_2d(conv, y)))  # (N, hidden, 1, T), channels-last
     batch, hidden, _, length = g.shape
-    rows = g.permute(0, 2, 3, 1).reshape(batch, length, hidden)  # a view for channels-last g
+    narrow = g.permute(0, 2, 3, 1).reshape(batch, length, hidden)  # a view for channels-last g
+    # The rows are centred on their per-sample mean over time (rounded to the working precision, so
+    # that the folded shift below is exact for it). Activations after GELU carry an offset; without
+    # centring, the float32 product with the folded weights would be large and cancel against
+    # the shift (the error grows with offset / spread), and the norm statistics would be a
+    # one-pass ``E[h^2] - E[h]^2``.
+    centre = narrow.mean(1, dtype=torch.float64).to(g.dtype)  # (N, hidden)
+    rows = torch.empty(batch, length, hidden + 1, dtype=g.dtype, device=g.device)
+    torch.sub(narrow, centre[:, None], out=rows[..., :hidden])
+    rows[..., hidden] = 1.0
     weight = projection.weight[:, :, 0].double().t()  # (hidden, 2C)
     bias = projection.bias
     bias = torch.zeros(2 * channels, dtype=torch.float64, device=y.device) if bias is None else bias.double()
+    # h = W^T u + offset with u the centred rows and offset_c = W_c^T centre + b_c, per sample
+    offset = centre.double() @ weight + bias  # (N, 2C)
     if isinstance(norm, nn.GroupNorm):
-        g64 = rows.double()
-        total = g64.sum(1)  # (N, hidden)
-        gram = g64.transpose(1, 2) @ g64  # (N, hidden, hidden)
+        u64 = rows[..., :hidden].double()
+        total = u64.sum(1)  # (N, hidden): zero up to the rounding of the centre
+        gram = u64.transpose(1, 2) @ u64  # (N, hidden, hidden)
         count = length * 2 * channels
-        mean = (total @ weight.sum(1) + length * bias.sum()) / count
-        squares = ((gram @ weight) * weight).sum((1, 2)) + 2 * total @ (weight @ bias)
-        squares = squares + length * bias.square().sum()
-        variance = (squares / count - mean.square()).clamp_min(0)
+        mean = ((total @ weight).sum(1) + length * offset.sum(1)) / count  # (N,)
+        deviation = offset - mean[:, None]  # (N, 2C)
+        # sum over (c, t) of (W_c^T u_t + deviation_c)^2, every term small: no cancellation
+        squares = ((gram @ weight) * weight).sum((1, 2)) + 2 * ((total @ weight) * deviation).sum(1)
+        squares = squares + length * deviation.square().sum(1)
+        variance = (squares / count).clamp_min(0)
         scale = (variance + norm.eps).rsqrt()[:, None]  # (N, 1)
         if norm.weight is not None:
             scale = scale * norm.weight.double()
-        shift = (bias - mean[:, None]) * scale
+        shift = deviation * scale
         if norm.bias is not None:
             shift = shift + norm.bias.double()
     else:
-        scale = torch.ones(1, 2 * channels, dtype=torch.float64, device=y.device)
-        shift = bias[None]
+        scale = torch.ones(batch, 2 * channels, dtype=torch.float64, device=y.device)
+        shift = offset
     gain = layer_scale.scale.double()
     scale_a, scale_b = scale[:, :channels] * gain, scale[:, channels:]
     shift_a, shift_b = shift[:, :channels] * gain, shift[:, channels:]
@@ -322,7 +371,7 @@ def _fused_projections(
     weight_b = torch.cat([weight[None, :, channels:] * scale_b[:, None], shift_b[:, None]], 1)
     weight_a = weight_a.to(g.dtype).expand(batch, -1, -1)
     weight_b = weight_b.to(g.dtype).expand(batch, -1, -1)
-    return F.pad(rows, (0, 1), value=1.0), weight_a, weight_b
+    return rows, weight_a, weight_b
 
 
 # -- spectrogram helpers (hybrid models) ------------------------------------------------------
@@ -446,11 +495,11 @@ class HEncLayer(nn.Module):
         if empty:
             return
         conv_class = nn.Conv2d if freq else nn.Conv1d
-        self.norm1 = nn.GroupNorm(norm_groups, chout) if norm else nn.Identity()
+        self.norm1 = GroupNorm(norm_groups, chout) if norm else nn.Identity()
         self.rewrite = None
         if rewrite:
             self.rewrite = conv_class(chout, 2 * chout, 1 + 2 * context, 1, context)
-            self.norm2 = nn.GroupNorm(norm_groups, 2 * chout) if norm else nn.Identity()
+            self.norm2 = GroupNorm(norm_groups, 2 * chout) if norm else nn.Identity()
         self.dconv = DConv(chout, **(dconv_kw or {})) if dconv else None
 
     def forward(self, x: torch.Tensor, inject: torch.Tensor | None = None) -> torch.Tensor:
@@ -532,14 +581,14 @@ class HDecLayer(nn.Module):
             self.conv_tr = nn.ConvTranspose2d(chin, chout, (kernel_size, 1), (stride, 1))
         else:
             self.conv_tr = nn.ConvTranspose1d(chin, chout, kernel_size, stride)
-        self.norm2 = nn.GroupNorm(norm_groups, chout) if norm else nn.Identity()
+        self.norm2 = GroupNorm(norm_groups, chout) if norm else nn.Identity()
         if empty:
             return
         conv_class = nn.Conv2d if freq else nn.Conv1d
         self.rewrite = None
         if rewrite:
             self.rewrite = conv_class(chin, 2 * chin, 1 + 2 * context, 1, context)
-            self.norm1 = nn.GroupNorm(norm_groups, 2 * chin) if norm else nn.Identity()
+            self.norm1 = GroupNorm(norm_groups, 2 * chin) if norm else nn.Identity()
         self.dconv = DConv(chin, **(dconv_kw or {})) if dconv else None
 
     def forward(
