@@ -79,6 +79,11 @@ class BandSwapperForSourceSeparation(PreTrainedModel):
 class PositionalSplitterConfig(ToySplitterConfig):
     model_type = "demixers_test_positional_splitter"
 
+    # transformers 5 generates an __init__ for a config subclass that defines none, which would skip
+    # the toy config's (source names, permutation_invariant)
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+
 
 class PositionalSplitterForSourceSeparation(ToySplitterForSourceSeparation):
     config_class = PositionalSplitterConfig

@@ -13,7 +13,7 @@ import torch
 from demixers.pipelines.chunking import (
     ChunkMember,
     ChunkSettings,
-    best_permutation,
+    align_sources,
     chunk_layout,
     count_chunks,
     from_start_layout,
@@ -109,19 +109,19 @@ def test_shifts_are_seeded_and_leave_the_global_rngs_alone() -> None:
     )
 
 
-def test_best_permutation_recovers_known_orders() -> None:
+def test_align_sources_recovers_known_orders() -> None:
     rng = np.random.default_rng(3)
     for sources in (2, 3, 4, 9):
         reference = rng.standard_normal((sources, 1, 400))
         for _ in range(5):
             perm = rng.permutation(sources)
             estimate = reference[perm] + 0.01 * rng.standard_normal(reference.shape)
-            found = best_permutation(reference, estimate)
+            found = align_sources(reference, estimate)
             np.testing.assert_array_equal(estimate[list(found)], estimate[np.argsort(perm)])
     # proportional sources (the additive toy's outputs) keep their order; silence keeps identity
     x = rng.standard_normal((1, 100))
-    assert best_permutation(np.stack([0.2 * x, 0.8 * x]), np.stack([0.2 * x, 0.8 * x])) == (0, 1)
-    assert best_permutation(np.zeros((3, 1, 10)), np.zeros((3, 1, 10))) == (0, 1, 2)
+    assert align_sources(np.stack([0.2 * x, 0.8 * x]), np.stack([0.2 * x, 0.8 * x])) == (0, 1)
+    assert align_sources(np.zeros((3, 1, 10)), np.zeros((3, 1, 10))) == (0, 1, 2)
 
 
 def test_silent_chunks_skip_the_model_and_stay_silent() -> None:

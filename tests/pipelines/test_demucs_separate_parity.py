@@ -171,11 +171,6 @@ def test_pipeline_and_stream_reproduce_apply_model(
     assert stream < TOLERANCE
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=False,
-    reason="needs issue 16 part 1: the converted HTDemucs forward is 3e-4 off demucs' with perturbed weights",
-)
 @pytest.mark.parametrize("kind", ["htdemucs", "bag"])
 @pytest.mark.parametrize(
     ("seconds", "shifts"), [(3, 0), (10, 2), pytest.param(60, 2, marks=pytest.mark.slow)]

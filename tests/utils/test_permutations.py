@@ -156,19 +156,3 @@ def test_bad_inputs_raise() -> None:
     with pytest.raises(ValueError, match="method"):
         best_permutation(np.ones((2, 2)), method="greedy")
     assert MAX_EXHAUSTIVE_SOURCES == 8
-
-
-def test_chunk_engine_call_reproduces_its_current_results() -> None:
-    """The call the chunk engine is to make (see its `best_permutation`)."""
-    from demixers.pipelines.chunking import best_permutation as chunk_best_permutation
-
-    rng = np.random.default_rng(2)
-    for sources in (1, 2, 3, 4):
-        for _ in range(5):
-            reference = rng.standard_normal((sources, 2, 50)).astype(np.float32)
-            estimate = reference[rng.permutation(sources)] + 0.1 * rng.standard_normal(reference.shape)
-            ref = reference.reshape(sources, -1).astype(np.float64)
-            est = estimate.reshape(sources, -1).astype(np.float64)
-            tolerance = 1e-9 * (float(np.sum(ref * ref)) + float(np.sum(est * est)))
-            perm, _ = best_permutation(ref @ est.T, tie_tolerance=tolerance)
-            assert tuple(perm.tolist()) == chunk_best_permutation(reference, estimate)

@@ -86,6 +86,7 @@ import numpy as np
 import torch
 
 from ..utils.model_contract import is_permutation_invariant
+from ..utils.permutations import best_permutation
 
 # Defaults when the model config has no `segment` / `overlap` (seconds / fraction of a chunk).
 DEFAULT_SEGMENT_SECONDS = 10.0
@@ -104,7 +105,6 @@ WINDOWS = ("raised_cosine", "triangle")
 LAYOUTS = ("end_aligned", "from_start")
 CONTEXTS = ("none", "segment", "valid_length")
 # Exhaustive permutation search up to this many sources (8! = 40320 sums of an S x S matrix).
-MAX_EXHAUSTIVE_SOURCES = 8
 
 # forward(batch (chunks, channels, time) float32 tensor) -> (chunks, sources, channels, time)
 ForwardFn = Callable[[torch.Tensor], torch.Tensor]
@@ -336,40 +336,22 @@ class _Windows:
 # -- alignment ---------------------------------------------------------------------------------
 
 
-def best_permutation(reference: np.ndarray, estimate: np.ndarray) -> tuple[int, ...]:
+def align_sources(reference: np.ndarray, estimate: np.ndarray) -> tuple[int, ...]:
     """Order of ``estimate``'s sources that best matches ``reference`` (both ``(sources, ...)``).
 
     Maximises the summed inner products ``<reference[k], estimate[perm[k]]>`` (the least-squares
-    match); the identity wins ties.
+    match) with the package's one assignment search; the identity wins unless another order beats it
+    by more than 1e-9 of the signals' energy (near-ties keep the previous chunk's order).
     """
     sources = reference.shape[0]
-    identity = tuple(range(sources))
     if sources < 2:
-        return identity
+        return tuple(range(sources))
     ref = reference.reshape(sources, -1).astype(np.float64)
     est = estimate.reshape(sources, -1).astype(np.float64)
-    scores = ref @ est.T  # scores[k, j] = <reference k, estimate j>
     tolerance = 1e-9 * (float(np.sum(ref * ref)) + float(np.sum(est * est)))
-    best, best_score = identity, float(np.trace(scores))
-    if sources <= MAX_EXHAUSTIVE_SOURCES:
-        rows = np.arange(sources)
-        for perm in itertools.permutations(range(sources)):
-            score = float(scores[rows, list(perm)].sum())
-            if score > best_score + tolerance:
-                best, best_score = perm, score
-        return best
-    # Greedy: repeatedly take the largest remaining (reference, estimate) pair.
-    perm = [-1] * sources
-    remaining = scores.copy()
-    for _ in range(sources):
-        k, j = np.unravel_index(int(np.argmax(remaining)), remaining.shape)
-        perm[k] = int(j)
-        remaining[k, :] = -np.inf
-        remaining[:, j] = -np.inf
-    greedy = tuple(perm)
-    if float(scores[np.arange(sources), list(greedy)].sum()) > best_score + tolerance:
-        return greedy
-    return identity
+    scores = ref @ est.T  # scores[k, j] = <reference k, estimate j>
+    perm, _ = best_permutation(scores, tie_tolerance=tolerance)
+    return tuple(int(index) for index in perm)
 
 
 # -- whole-track input normalisation -----------------------------------------------------------
@@ -845,7 +827,7 @@ def _run_batch(
             common = min(offsets[index - 1] + lengths[index - 1] - offsets[index], chunk)
             if common > 0:
                 previous = current.previous
-                perm = best_permutation(previous[..., previous.shape[-1] - common :], estimate[..., :common])
+                perm = align_sources(previous[..., previous.shape[-1] - common :], estimate[..., :common])
                 if perm != tuple(range(num_sources)):
                     estimate = estimate[list(perm)]
         weight = current.windows.normalised(index)

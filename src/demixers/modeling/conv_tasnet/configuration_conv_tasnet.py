@@ -285,7 +285,6 @@ class ConvTasNetConfig(PretrainedConfig):
     def num_speakers(self) -> int:
         return len(self.source_names)
 
-
     @property
     def receptive_field(self) -> int:
         """Receptive field of the separator in encoder frames: `1 + R (P - 1) (2^X - 1)`."""

@@ -262,5 +262,4 @@ class DPRNNTasNetConfig(PretrainedConfig):
         return len(self.source_names)
 
 
-
 __all__ = ["DPRNNTasNetConfig"]
