@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # Reference implementations, installed only for the parity tests (never imported by demixers).
 REFERENCE_PACKAGES ?= demucs==4.1.0 modelscope==1.40.2 asteroid==0.7.0 asteroid-filterbanks==0.4.0
 
-.PHONY: install demo default-model test test-fast fix-copies clean
+.PHONY: install demo default-model test test-fast lint fix-copies clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ test: $(VENV)/.installed
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -x -m "not slow" tests
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks utils train.py
+	$(PY) -m ruff format --check src tests benchmarks utils train.py
+	$(PY) utils/check_copies.py
 
 # Rewrites every `# Copied from` copy that drifted from its original, then formats what changed.
 fix-copies: $(VENV)/.installed
