@@ -328,7 +328,6 @@ class DTTNetUNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
 
 
 # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
@@ -348,6 +347,7 @@ def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: i
     return None if bool((lengths == length).all()) else lengths
 
 
+# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
 class _LoadReportFilter(logging.Filter):
     """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
     one ``ValueError`` instead, and a match has nothing to report."""
