@@ -279,12 +279,15 @@ class ConvTasNetConfig(PretrainedConfig):
         self.normalize_input = normalize_input
         super().__init__(**kwargs)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
     def num_sources(self) -> int:
         return len(self.source_names)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_speakers
     @property
     def num_speakers(self) -> int:
+        """Number of separated sources (`len(source_names)`)."""
         return len(self.source_names)
 
     @property

@@ -151,6 +151,7 @@ class _DemucsCommonConfig(PretrainedConfig):
             _check_number("segment", segment, minimum=0.0, strict=True, maximum=MAX_SEGMENT_SECONDS)
         )
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
     def num_sources(self) -> int:
         return len(self.source_names)

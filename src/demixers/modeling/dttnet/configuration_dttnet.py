@@ -255,6 +255,7 @@ class DTTNetConfig(PretrainedConfig):
         self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
     def num_sources(self) -> int:
         return len(self.source_names)

@@ -177,6 +177,7 @@ class StackedHourglassConfig(PretrainedConfig):
         self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
     def num_sources(self) -> int:
         return len(self.source_names)
