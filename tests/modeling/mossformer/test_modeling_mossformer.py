@@ -10,8 +10,8 @@ import torch
 
 from demixers import MossFormerConfig, MossFormerForSourceSeparation
 from demixers.modeling.mossformer.modeling_mossformer import (
-    pairwise_si_snr,
-    permutation_invariant_si_snr_loss,
+    flat_pairwise_si_snr,
+    flat_permutation_invariant_si_snr_loss,
 )
 from tests.modeling.common import SourceSeparationModelTesterMixin
 from tests.modeling.mossformer.reference_modelscope import build_reference_model
@@ -222,7 +222,7 @@ def naive_pit_loss(estimates: torch.Tensor, references: torch.Tensor) -> torch.T
 
 def test_pairwise_si_snr_matches_the_definition() -> None:
     estimates, references = torch.randn(2, 3, 500), torch.randn(2, 3, 500)
-    matrix = pairwise_si_snr(estimates, references)
+    matrix = flat_pairwise_si_snr(estimates, references)
     for b, i, j in itertools.product(range(2), range(3), range(3)):
         torch.testing.assert_close(matrix[b, i, j], naive_si_snr(estimates[b, i], references[b, j]))
 
@@ -233,7 +233,7 @@ def test_pit_loss_matches_brute_force(sources: int) -> None:
     references = torch.randn(4, sources, 1, 800, generator=generator)
     estimates = references + 0.5 * torch.randn(4, sources, 1, 800, generator=generator)
     torch.testing.assert_close(
-        permutation_invariant_si_snr_loss(estimates, references), naive_pit_loss(estimates, references)
+        flat_permutation_invariant_si_snr_loss(estimates, references), naive_pit_loss(estimates, references)
     )
 
 
@@ -242,13 +242,13 @@ def test_pit_loss_finds_the_right_permutation(sources: int) -> None:
     generator = torch.Generator().manual_seed(10 + sources)
     references = torch.randn(3, sources, 1, 800, generator=generator)
     estimates = references + 0.1 * torch.randn(3, sources, 1, 800, generator=generator)
-    aligned = permutation_invariant_si_snr_loss(estimates, references)
+    aligned = flat_permutation_invariant_si_snr_loss(estimates, references)
     for permutation in itertools.permutations(range(sources)):
-        swapped = permutation_invariant_si_snr_loss(estimates, references[:, list(permutation)])
+        swapped = flat_permutation_invariant_si_snr_loss(estimates, references[:, list(permutation)])
         torch.testing.assert_close(swapped, aligned)
     # roughly 20 dB of SNR for 10 % noise, far better than any wrong assignment
     assert aligned < -15
-    perfect = permutation_invariant_si_snr_loss(references, references[:, list(range(sources))[::-1]])
+    perfect = flat_permutation_invariant_si_snr_loss(references, references[:, list(range(sources))[::-1]])
     assert perfect < -60
 
 

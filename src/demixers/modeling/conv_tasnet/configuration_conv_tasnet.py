@@ -30,7 +30,6 @@ MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "tanh", "linear")
 ENCODER_ACTIVATIONS = ("linear", "relu")
 
 
-# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
 # Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
 # small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
 # terabytes. A downloaded config is untrusted input.
@@ -46,16 +45,19 @@ MAX_SEGMENT_SECONDS = 3600.0
 _FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._require_int
 def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._require_sampling_rate
 def _require_sampling_rate(value: Any) -> int:
     return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._check_source_names
 def _check_source_names(source_names: Any) -> list[str]:
     """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
     if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
@@ -277,12 +279,15 @@ class ConvTasNetConfig(PretrainedConfig):
         self.normalize_input = normalize_input
         super().__init__(**kwargs)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
     def num_sources(self) -> int:
         return len(self.source_names)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_speakers
     @property
     def num_speakers(self) -> int:
+        """Number of separated sources (`len(source_names)`)."""
         return len(self.source_names)
 
     @property

@@ -423,20 +423,25 @@ class ConvTasNetPreTrainedModel(PreTrainedModel):
             )
         return (model, info) if wants_info else model
 
+    # Copied from demixers.modeling.dprnn_tasnet.modeling_dprnn_tasnet.DPRNNTasNetPreTrainedModel._init_weights with DPRNNTasNet->ConvTasNet  # noqa: E501
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Xavier-normal filterbanks (as asteroid and demucs), PyTorch's defaults elsewhere."""
+        """Xavier-normal filterbanks (as asteroid), PyTorch's defaults elsewhere."""
         if isinstance(module, (ConvTasNetEncoder, ConvTasNetDecoder)):
             init.xavier_normal_(module.weight)
-        elif isinstance(module, nn.Conv1d):
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
             init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
                 bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
                 init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.RNNBase):
+            bound = 1 / math.sqrt(module.hidden_size)
+            for parameter in module.parameters(recurse=False):
+                init.uniform_(parameter, -bound, bound)
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
-        elif isinstance(module, (ConvTasNetNorm, nn.BatchNorm1d)):
+        elif isinstance(module, (ConvTasNetNorm, nn.modules.batchnorm._BatchNorm)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
             if getattr(module, "running_mean", None) is not None:
@@ -489,9 +494,14 @@ class ConvTasNetForSourceSeparation(ConvTasNetPreTrainedModel):
         channels = self.config.audio_channels
         if input_values.dim() == 2 and channels == 1:
             input_values = input_values[:, None]
-        if input_values.dim() != 3 or input_values.shape[1] != channels:
+        if input_values.dim() != 3:
             expected = "(batch, 1, time) or (batch, time)" if channels == 1 else f"(batch, {channels}, time)"
             raise ValueError(f"input_values must be {expected}, got shape {tuple(input_values.shape)}")
+        if input_values.shape[1] != channels:
+            raise ValueError(
+                f"input_values has {input_values.shape[1]} channels but the model expects {channels} "
+                "(convert mono/stereo before calling the model; the pipeline does it)"
+            )
         if input_values.shape[0] == 0 or input_values.shape[-1] == 0:
             raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():

@@ -24,8 +24,7 @@ DEFAULT_SOURCES = ("drums", "bass", "other", "vocals")
 TRANSFORMER_EMBEDDINGS = ("sin", "cape", "scaled")
 
 
-# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
-# with _require_int->_check_int
+# with _require_int->_require_int
 # Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
 # small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
 # terabytes. A downloaded config is untrusted input.
@@ -41,16 +40,19 @@ MAX_SEGMENT_SECONDS = 3600.0
 _FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
 
 
-def _check_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
+# Copied from demixers.modeling.mossformer.configuration_mossformer._require_int
+def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._require_sampling_rate
 def _require_sampling_rate(value: Any) -> int:
-    return _check_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
+    return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._check_source_names
 def _check_source_names(source_names: Any) -> list[str]:
     """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
     if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
@@ -143,12 +145,13 @@ class _DemucsCommonConfig(PretrainedConfig):
             raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
         self.permutation_invariant = permutation_invariant
         self.sampling_rate = _require_sampling_rate(sampling_rate)
-        self.audio_channels = _check_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
+        self.audio_channels = _require_int("audio_channels", audio_channels, maximum=MAX_AUDIO_CHANNELS)
         self.source_names = _check_source_names(DEFAULT_SOURCES if source_names is None else source_names)
         self.segment = float(
             _check_number("segment", segment, minimum=0.0, strict=True, maximum=MAX_SEGMENT_SECONDS)
         )
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
     def num_sources(self) -> int:
         return len(self.source_names)
@@ -168,7 +171,7 @@ class _DemucsCommonConfig(PretrainedConfig):
 
 def _check_layer_widths(config: Any) -> None:
     """The deepest layer has ``channels * growth ** (depth - 1)`` channels: bound it, not only its factors."""
-    _check_int("depth", config.depth, maximum=MAX_DEPTH)
+    _require_int("depth", config.depth, maximum=MAX_DEPTH)
     _check_number("growth", config.growth, minimum=0.0, strict=True, maximum=16)
     deepest = config.channels * config.growth ** (config.depth - 1)
     if deepest > MAX_WIDTH:
@@ -183,11 +186,11 @@ def _check_dconv(config: Any) -> None:
         raise ValueError(
             f"dconv_mode must be 0 (none), 1 (encoder), 2 (decoder) or 3 (both), got {config.dconv_mode!r}"
         )
-    _check_int("dconv_depth", config.dconv_depth, maximum=MAX_DEPTH)
+    _require_int("dconv_depth", config.dconv_depth, maximum=MAX_DEPTH)
     _check_number("dconv_comp", config.dconv_comp, minimum=0.0, strict=True)
     _check_number("dconv_init", config.dconv_init)
-    _check_int("norm_groups", config.norm_groups)
-    _check_int("norm_starts", config.norm_starts, minimum=0)
+    _require_int("norm_groups", config.norm_groups)
+    _require_int("norm_starts", config.norm_starts, minimum=0)
     _check_number("rescale", config.rescale, minimum=0.0)
     _check_layer_widths(config)
     if config.dconv_mode and int(config.channels / config.dconv_comp) < 1:
@@ -258,17 +261,17 @@ class DemucsConfig(_DemucsCommonConfig):
         **kwargs: Any,
     ) -> None:
         self._set_common(sampling_rate, audio_channels, source_names, segment, permutation_invariant)
-        self.channels = _check_int("channels", channels)
+        self.channels = _require_int("channels", channels)
         self.growth = _check_number("growth", growth, minimum=0.0, strict=True)
-        self.depth = _check_int("depth", depth, maximum=MAX_DEPTH)
+        self.depth = _require_int("depth", depth, maximum=MAX_DEPTH)
         self.rewrite = bool(rewrite)
-        self.lstm_layers = _check_int("lstm_layers", lstm_layers, minimum=0, maximum=MAX_DEPTH)
-        self.kernel_size = _check_int("kernel_size", kernel_size)
-        self.stride = _check_int("stride", stride)
+        self.lstm_layers = _require_int("lstm_layers", lstm_layers, minimum=0, maximum=MAX_DEPTH)
+        self.kernel_size = _require_int("kernel_size", kernel_size)
+        self.stride = _require_int("stride", stride)
         # the waveform U-Net pads every input to a multiple of about stride ** depth samples
         if self.stride**self.depth > 1 << 32:
             raise ValueError(f"stride ** depth = {stride}**{depth} exceeds 2**32 samples of padding")
-        self.context = _check_int("context", context, minimum=0)
+        self.context = _require_int("context", context, minimum=0)
         self.gelu = bool(gelu)
         self.glu = bool(glu)
         self.norm_starts = norm_starts
@@ -276,8 +279,8 @@ class DemucsConfig(_DemucsCommonConfig):
         self.dconv_mode = dconv_mode
         self.dconv_depth = dconv_depth
         self.dconv_comp = dconv_comp
-        self.dconv_attn = _check_int("dconv_attn", dconv_attn, minimum=0)
-        self.dconv_lstm = _check_int("dconv_lstm", dconv_lstm, minimum=0)
+        self.dconv_attn = _require_int("dconv_attn", dconv_attn, minimum=0)
+        self.dconv_lstm = _require_int("dconv_lstm", dconv_lstm, minimum=0)
         self.dconv_init = dconv_init
         self.normalize = bool(normalize)
         self.resample = bool(resample)
@@ -295,17 +298,17 @@ class _HybridConfigMixin:
 
     def _check_hybrid(self) -> int:
         """Validate; return the number of encoder layers after the frequency axis is one bin."""
-        _check_int("channels", self.channels)
+        _require_int("channels", self.channels)
         if self.channels_time is not None:
-            _check_int("channels_time", self.channels_time)
-        _check_int("growth", self.growth)
-        _check_int("depth", self.depth, maximum=MAX_DEPTH)
-        _check_int("kernel_size", self.kernel_size)
-        _check_int("stride", self.stride)
-        _check_int("time_stride", self.time_stride)
-        _check_int("context", self.context, minimum=0)
-        _check_int("context_enc", self.context_enc, minimum=0)
-        nfft = _check_int("n_fft (formerly nfft)", self.n_fft, minimum=4)
+            _require_int("channels_time", self.channels_time)
+        _require_int("growth", self.growth)
+        _require_int("depth", self.depth, maximum=MAX_DEPTH)
+        _require_int("kernel_size", self.kernel_size)
+        _require_int("stride", self.stride)
+        _require_int("time_stride", self.time_stride)
+        _require_int("context", self.context, minimum=0)
+        _require_int("context_enc", self.context_enc, minimum=0)
+        nfft = _require_int("n_fft (formerly nfft)", self.n_fft, minimum=4)
         if nfft % 4:
             raise ValueError(f"n_fft (formerly nfft) must be a multiple of 4 (hop = n_fft // 4), got {nfft}")
         if not self.cac:
@@ -414,8 +417,8 @@ class HDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         self.dconv_mode = dconv_mode
         self.dconv_depth = dconv_depth
         self.dconv_comp = dconv_comp
-        self.dconv_attn = _check_int("dconv_attn", dconv_attn, minimum=0)
-        self.dconv_lstm = _check_int("dconv_lstm", dconv_lstm, minimum=0)
+        self.dconv_attn = _require_int("dconv_attn", dconv_attn, minimum=0)
+        self.dconv_lstm = _require_int("dconv_lstm", dconv_lstm, minimum=0)
         self.dconv_init = dconv_init
         self.rescale = rescale
         self._check_hybrid()
@@ -526,19 +529,19 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         self.dconv_depth = dconv_depth
         self.dconv_comp = dconv_comp
         self.dconv_init = dconv_init
-        self.bottom_channels = _check_int("bottom_channels", bottom_channels, minimum=0)
-        self.t_layers = _check_int("t_layers", t_layers, minimum=0, maximum=MAX_DEPTH)
+        self.bottom_channels = _require_int("bottom_channels", bottom_channels, minimum=0)
+        self.t_layers = _require_int("t_layers", t_layers, minimum=0, maximum=MAX_DEPTH)
         if t_emb not in TRANSFORMER_EMBEDDINGS:
             raise ValueError(f"t_emb must be one of {TRANSFORMER_EMBEDDINGS}, got {t_emb!r}")
         self.t_emb = t_emb
         self.t_hidden_scale = _check_number(
             "t_hidden_scale", t_hidden_scale, minimum=0.0, strict=True, maximum=64
         )
-        self.t_heads = _check_int("t_heads", t_heads)
+        self.t_heads = _require_int("t_heads", t_heads)
         self.t_dropout = _check_number("t_dropout", t_dropout, minimum=0.0)
         if self.t_dropout >= 1:
             raise ValueError(f"t_dropout must be < 1, got {t_dropout!r}")
-        self.t_max_positions = _check_int("t_max_positions", t_max_positions, maximum=1 << 20)
+        self.t_max_positions = _require_int("t_max_positions", t_max_positions, maximum=1 << 20)
         self.t_norm_in = bool(t_norm_in)
         self.t_norm_in_group = bool(t_norm_in_group)
         self.t_group_norm = bool(t_group_norm)
@@ -548,7 +551,7 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         self.t_layer_scale = bool(t_layer_scale)
         self.t_gelu = bool(t_gelu)
         self.t_weight_pos_embed = _check_number("t_weight_pos_embed", t_weight_pos_embed)
-        self.t_sin_random_shift = _check_int("t_sin_random_shift", t_sin_random_shift, minimum=0)
+        self.t_sin_random_shift = _require_int("t_sin_random_shift", t_sin_random_shift, minimum=0)
         self.t_cape_mean_normalize = bool(t_cape_mean_normalize)
         self.t_cape_augment = bool(t_cape_augment)
         scales = [float(value) for value in t_cape_glob_loc_scale]

@@ -65,7 +65,6 @@ class DemucsSourceSeparationOutput(ModelOutput):
     audio_values: torch.FloatTensor | None = None
 
 
-# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
 
 
 # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
@@ -85,6 +84,7 @@ def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: i
     return None if bool((lengths == length).all()) else lengths
 
 
+# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
 class _LoadReportFilter(logging.Filter):
     """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
     one ``ValueError`` instead, and a match has nothing to report."""

@@ -29,7 +29,6 @@ ENCODER_ACTIVATIONS = ("linear", "relu")
 RNN_TYPES = ("lstm", "gru", "rnn")
 
 
-# Copied from demixers.modeling.mossformer.configuration_mossformer (validation helpers)
 # Upper bounds of the fields that size memory or a loop: generous for every published checkpoint,
 # small enough that an absurd (or hostile) config.json fails here instead of hanging or allocating
 # terabytes. A downloaded config is untrusted input.
@@ -45,16 +44,19 @@ MAX_SEGMENT_SECONDS = 3600.0
 _FORBIDDEN_NAME_CHARACTERS = frozenset('/\\<>:"|?*')
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._require_int
 def _require_int(name: str, value: Any, minimum: int = 1, maximum: int = MAX_WIDTH) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
         raise ValueError(f"{name} must be an int in [{minimum}, {maximum}], got {value!r}")
     return value
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._require_sampling_rate
 def _require_sampling_rate(value: Any) -> int:
     return _require_int("sampling_rate", value, minimum=MIN_SAMPLING_RATE, maximum=MAX_SAMPLING_RATE)
 
 
+# Copied from demixers.modeling.mossformer.configuration_mossformer._check_source_names
 def _check_source_names(source_names: Any) -> list[str]:
     """Validated ``source_names``: each one names an output file, so it must be a safe file name."""
     if isinstance(source_names, (str, bytes)) or not isinstance(source_names, Sequence):
@@ -91,18 +93,21 @@ def _check_source_names(source_names: Any) -> list[str]:
     return names
 
 
+# Copied from demixers.modeling.conv_tasnet.configuration_conv_tasnet._require_bool
 def _require_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be a bool, got {value!r}")
     return value
 
 
+# Copied from demixers.modeling.conv_tasnet.configuration_conv_tasnet._require_choice
 def _require_choice(name: str, value: Any, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value.lower() not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value.lower()
 
 
+# Copied from demixers.modeling.conv_tasnet.configuration_conv_tasnet._resolve_source_names
 def _resolve_source_names(source_names: Any, num_speakers: Any) -> list[str]:
     if num_speakers is not None:
         _require_int("num_speakers", num_speakers, maximum=MAX_SOURCES)
@@ -253,12 +258,15 @@ class DPRNNTasNetConfig(PretrainedConfig):
         self.permutation_invariant = permutation_invariant
         super().__init__(**kwargs)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
     def num_sources(self) -> int:
         return len(self.source_names)
 
+    # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_speakers
     @property
     def num_speakers(self) -> int:
+        """Number of separated sources (`len(source_names)`)."""
         return len(self.source_names)
 
 

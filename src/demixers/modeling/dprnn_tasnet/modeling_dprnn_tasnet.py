@@ -43,6 +43,7 @@ NORM_EPS = 1e-8
 SI_SNR_EPS = 1e-8
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetSourceSeparationOutput with ConvTasNet->DPRNNTasNet  # noqa: E501
 @dataclass
 class DPRNNTasNetSourceSeparationOutput(ModelOutput):
     """Output of [`DPRNNTasNetForSourceSeparation`].
@@ -98,6 +99,7 @@ def overlap_add(chunks: torch.Tensor, frames: int, hop_size: int) -> torch.Tenso
 # ---------------------------------------------------------------------------------------------
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetNorm with ConvTasNet->DPRNNTasNet
 class DPRNNTasNetNorm(nn.Module):
     """Base of the layer norms: a per-channel gain `weight` and offset `bias` on dimension 1."""
 
@@ -111,6 +113,7 @@ class DPRNNTasNetNorm(nn.Module):
         return normed * self.weight.view(shape) + self.bias.view(shape)
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetGlobalLayerNorm with ConvTasNet->DPRNNTasNet  # noqa: E501
 class DPRNNTasNetGlobalLayerNorm(DPRNNTasNetNorm):
     """gLN: mean and variance over channels and every position, one pair per batch item."""
 
@@ -121,6 +124,7 @@ class DPRNNTasNetGlobalLayerNorm(DPRNNTasNetNorm):
         return self._affine((hidden_states - mean) / torch.sqrt(var + NORM_EPS))
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetChannelLayerNorm with ConvTasNet->DPRNNTasNet  # noqa: E501
 class DPRNNTasNetChannelLayerNorm(DPRNNTasNetNorm):
     """cLN: mean and variance over the channels at every position."""
 
@@ -166,6 +170,7 @@ def apply_mask_activation(scores: torch.Tensor, activation: str) -> torch.Tensor
 # ---------------------------------------------------------------------------------------------
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetEncoder with ConvTasNet->DPRNNTasNet  # noqa: E501
 class DPRNNTasNetEncoder(nn.Module):
     """``(batch, audio_channels, time)`` -> ``(batch, encoder_channels, frames)``.
 
@@ -186,11 +191,13 @@ class DPRNNTasNetEncoder(nn.Module):
         return F.relu(features) if self.activation == "relu" else features
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetDecoder with ConvTasNet->DPRNNTasNet  # noqa: E501
 class DPRNNTasNetDecoder(nn.Module):
     """``(batch, encoder_channels, frames)`` -> ``(batch, audio_channels, samples)``.
 
-    ``samples = (frames - 1) * stride + kernel_size``: overlap-add of learned basis signals (a
-    transposed convolution with filters `weight` ``(encoder_channels, audio_channels, kernel_size)``).
+    ``samples = (frames - 1) * stride + kernel_size``. Overlap-add of learned basis signals: a
+    transposed convolution with filters `weight`
+    ``(encoder_channels, audio_channels, kernel_size)``.
     """
 
     def __init__(self, config: DPRNNTasNetConfig) -> None:
@@ -303,6 +310,7 @@ class DPRNNTasNetSeparator(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.pairwise_si_snr
 def pairwise_si_snr(
     estimates: torch.Tensor, references: torch.Tensor, eps: float = SI_SNR_EPS
 ) -> torch.Tensor:
@@ -321,12 +329,14 @@ def pairwise_si_snr(
     reference_energy = references.pow(2).sum(dim=-1)[:, None]  # (batch, 1, sources, channels)
     scale = dots / (reference_energy + eps)
     target_energy = scale.pow(2) * reference_energy
+    # noise of every pair: e_i - a_ij r_j (direct difference, not the expanded energies, for stability)
     projections = scale[..., None] * references[:, None]  # (batch, i, j, channels, time)
     noise_energy = (estimates[:, :, None] - projections).pow(2).sum(dim=-1)
     ratio = target_energy / (noise_energy + eps)
     return (10 * torch.log10(ratio + eps)).mean(dim=-1)
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.permutation_invariant_si_snr_loss
 def permutation_invariant_si_snr_loss(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """Negative SI-SNR (dB) of the best assignment of estimates to references, averaged over the batch.
 
@@ -337,6 +347,7 @@ def permutation_invariant_si_snr_loss(estimates: torch.Tensor, references: torch
     sources = estimates.shape[1]
     scores = pairwise_si_snr(estimates.float(), references.float())
     permutations = torch.tensor(list(itertools.permutations(range(sources))), device=scores.device)
+    # per_permutation[b, p] = mean_i scores[b, i, permutations[p, i]]
     per_permutation = scores[:, torch.arange(sources, device=scores.device), permutations].mean(dim=-1)
     return -per_permutation.max(dim=-1).values.mean()
 
@@ -467,6 +478,7 @@ class DPRNNTasNetPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.num_batches_tracked)
 
 
+# Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
 def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
     """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""
     if padding_mask is None:
@@ -498,6 +510,7 @@ class DPRNNTasNetForSourceSeparation(DPRNNTasNetPreTrainedModel):
     ```
     """
 
+    # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetForSourceSeparation.__init__ with ConvTasNet->DPRNNTasNet  # noqa: E501
     def __init__(self, config: DPRNNTasNetConfig) -> None:
         super().__init__(config)
         self.encoder = DPRNNTasNetEncoder(config)
@@ -505,15 +518,21 @@ class DPRNNTasNetForSourceSeparation(DPRNNTasNetPreTrainedModel):
         self.decoder = DPRNNTasNetDecoder(config)
         self.post_init()
 
+    # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetForSourceSeparation._check_input_values with ConvTasNet->DPRNNTasNet  # noqa: E501
     def _check_input_values(self, input_values: torch.Tensor) -> torch.Tensor:
         if not isinstance(input_values, torch.Tensor):
             raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}")
         channels = self.config.audio_channels
         if input_values.dim() == 2 and channels == 1:
             input_values = input_values[:, None]
-        if input_values.dim() != 3 or input_values.shape[1] != channels:
+        if input_values.dim() != 3:
             expected = "(batch, 1, time) or (batch, time)" if channels == 1 else f"(batch, {channels}, time)"
             raise ValueError(f"input_values must be {expected}, got shape {tuple(input_values.shape)}")
+        if input_values.shape[1] != channels:
+            raise ValueError(
+                f"input_values has {input_values.shape[1]} channels but the model expects {channels} "
+                "(convert mono/stereo before calling the model; the pipeline does it)"
+            )
         if input_values.shape[0] == 0 or input_values.shape[-1] == 0:
             raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
         if not input_values.is_floating_point():
@@ -522,6 +541,7 @@ class DPRNNTasNetForSourceSeparation(DPRNNTasNetPreTrainedModel):
             raise ValueError("input_values contains NaN or infinite samples")
         return input_values
 
+    # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetForSourceSeparation.separate with ConvTasNet->DPRNNTasNet  # noqa: E501
     def separate(self, mixture: torch.Tensor) -> torch.Tensor:
         """``(batch, audio_channels, time)`` -> ``(batch, sources, audio_channels, time)``."""
         batch, channels, length = mixture.shape
@@ -536,6 +556,7 @@ class DPRNNTasNetForSourceSeparation(DPRNNTasNetPreTrainedModel):
             audio = F.pad(audio, (0, length - audio.shape[-1]))
         return audio[..., :length]
 
+    # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetForSourceSeparation.compute_loss with ConvTasNet->DPRNNTasNet  # noqa: E501
     def compute_loss(self, audio_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """PIT negative SI-SNR for speakers, L1 for fixed stems (see the output's `loss`)."""
         if tuple(labels.shape) != tuple(audio_values.shape):
@@ -548,6 +569,7 @@ class DPRNNTasNetForSourceSeparation(DPRNNTasNetPreTrainedModel):
             return permutation_invariant_si_snr_loss(audio_values, labels)
         return F.l1_loss(audio_values, labels)
 
+    # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetForSourceSeparation.forward with ConvTasNet->DPRNNTasNet  # noqa: E501
     def forward(
         self,
         input_values: torch.Tensor,

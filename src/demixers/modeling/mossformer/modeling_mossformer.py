@@ -507,10 +507,14 @@ class MossFormerMaskNet(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def pairwise_si_snr(
+def flat_pairwise_si_snr(
     estimates: torch.Tensor, references: torch.Tensor, eps: float = SI_SNR_EPS
 ) -> torch.Tensor:
-    """SI-SNR in dB of every (estimate, reference) pair.
+    """SI-SNR in dB of every (estimate, reference) pair of flat signals.
+
+    Not a copy of conv_tasnet's ``pairwise_si_snr``: that one scores ``(batch, sources, channels,
+    time)`` per audio channel and averages; this one takes one flat signal per source (the
+    ModelScope recipe's mono loss), so the tests hold it to the 3-D definition.
 
     Args:
         estimates: `(batch, sources, time)`.
@@ -529,15 +533,18 @@ def pairwise_si_snr(
     return 10 * torch.log10(ratio + eps)
 
 
-def permutation_invariant_si_snr_loss(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+def flat_permutation_invariant_si_snr_loss(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """Negative SI-SNR of the best assignment of estimates to references, averaged over the batch.
+
+    Every source's trailing dimensions form one signal (`flat_pairwise_si_snr`); for MossFormer's
+    single channel this equals conv_tasnet's per-channel ``permutation_invariant_si_snr_loss``.
 
     Args:
         estimates: `(batch, sources, ...)`; trailing dimensions are flattened into time.
         references: same shape as `estimates`.
     """
     batch, sources = estimates.shape[:2]
-    scores = pairwise_si_snr(
+    scores = flat_pairwise_si_snr(
         estimates.reshape(batch, sources, -1).float(), references.reshape(batch, sources, -1).float()
     )
     permutations = torch.tensor(list(itertools.permutations(range(sources))), device=scores.device)
@@ -789,7 +796,7 @@ class MossFormerForSourceSeparation(MossFormerPreTrainedModel):
                 positions = torch.arange(length, device=labels.device)[None, :]
                 keep = positions < lengths.to(labels.device)[:, None]
                 labels = labels * keep[:, None, None, :].to(labels.dtype)
-            loss = permutation_invariant_si_snr_loss(audio_values, labels)
+            loss = flat_permutation_invariant_si_snr_loss(audio_values, labels)
 
         if not return_dict:
             return (loss, audio_values) if loss is not None else (audio_values,)
@@ -800,5 +807,5 @@ __all__ = [
     "MossFormerForSourceSeparation",
     "MossFormerPreTrainedModel",
     "MossFormerSourceSeparationOutput",
-    "permutation_invariant_si_snr_loss",
+    "flat_permutation_invariant_si_snr_loss",
 ]

@@ -179,7 +179,6 @@ class StackedHourglassNetwork(nn.Module):
         return masks
 
 
-# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
 
 
 # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
@@ -199,6 +198,7 @@ def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: i
     return None if bool((lengths == length).all()) else lengths
 
 
+# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter
 class _LoadReportFilter(logging.Filter):
     """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
     one ``ValueError`` instead, and a match has nothing to report."""
@@ -320,16 +320,16 @@ class StackedHourglassForSourceSeparation(StackedHourglassPreTrainedModel):
         self.network = StackedHourglassNetwork(config)
         self.post_init()
 
+    # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetForSourceSeparation._check_input_values  # noqa: E501
     def _check_input_values(self, input_values: torch.Tensor) -> torch.Tensor:
-        channels = self.config.audio_channels
         if not isinstance(input_values, torch.Tensor):
             raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}")
+        channels = self.config.audio_channels
         if input_values.dim() == 2 and channels == 1:
             input_values = input_values[:, None]
         if input_values.dim() != 3:
-            raise ValueError(
-                f"input_values must be (batch, {channels}, time), got shape {tuple(input_values.shape)}"
-            )
+            expected = "(batch, 1, time) or (batch, time)" if channels == 1 else f"(batch, {channels}, time)"
+            raise ValueError(f"input_values must be {expected}, got shape {tuple(input_values.shape)}")
         if input_values.shape[1] != channels:
             raise ValueError(
                 f"input_values has {input_values.shape[1]} channels but the model expects {channels} "
@@ -340,7 +340,7 @@ class StackedHourglassForSourceSeparation(StackedHourglassPreTrainedModel):
         if not input_values.is_floating_point():
             raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
         if not torch.isfinite(input_values).all():
-            raise ValueError("input_values contains NaN or Inf samples")
+            raise ValueError("input_values contains NaN or infinite samples")
         return input_values
 
     def _stft(self, waveforms: torch.Tensor) -> torch.Tensor:
