@@ -14,7 +14,11 @@ from demixers.trainers.optim import EMA, LRSchedule
 from demixers.trainers.trainer import Trainer
 from tests.trainers.conftest import read_jsonl, recipe
 
-TOY = {"type": "demixers_toy_splitter", "config": {"sampling_rate": 8000, "source_names": ["s1", "s2"]}}
+# unordered speakers, as the toy was judged by its names before every config declared it
+TOY = {
+    "type": "demixers_toy_splitter",
+    "config": {"sampling_rate": 8000, "source_names": ["s1", "s2"], "permutation_invariant": True},
+}
 
 
 def _optimizer() -> torch.optim.Optimizer:
