@@ -65,8 +65,6 @@ class DemucsSourceSeparationOutput(ModelOutput):
     audio_values: torch.FloatTensor | None = None
 
 
-
-
 # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet._check_padding_mask
 def _check_padding_mask(padding_mask: torch.Tensor | None, batch: int, length: int) -> torch.Tensor | None:
     """Per-item lengths from a ``(batch, time)`` padding mask, or None when every item is full."""

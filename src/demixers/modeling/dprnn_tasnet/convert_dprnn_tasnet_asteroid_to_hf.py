@@ -27,22 +27,21 @@ import torch
 
 from demixers.conversion import (
     check_output_dir,
-    load_checkpoint,
     load_into_model,
     map_keys,
-    require_plain,
     save_model_folder,
     source_files,
-    strip_prefixes,
-    tensor_state_dict,
 )
+from demixers.conversion.asteroid import (
+    check_free_filterbank,
+    sampling_rate_from_args,
+)
+from demixers.conversion.asteroid import load_asteroid_package as read_asteroid_package
 
 from .configuration_dprnn_tasnet import DPRNNTasNetConfig
 from .modeling_dprnn_tasnet import DPRNNTasNetForSourceSeparation
 
-CHECKPOINT_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt")
 MODEL_NAMES = ("DPRNNTasNet",)
-FREE_FILTERBANKS = ("free", "freefb")
 NORM_TYPES = {"gln": "gln", "globln": "gln", "cln": "cln", "chanln": "cln", "bn": "bn", "batchnorm": "bn"}
 MASK_ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear")
 KNOWN_ARGS = {
@@ -79,48 +78,9 @@ _RULES = [
 # ---------------------------------------------------------------------------------------------
 
 
-def find_checkpoint_file(source: str | os.PathLike) -> Path:
-    source = Path(source)
-    if not source.exists():
-        raise FileNotFoundError(f"no such file or folder: {source}")
-    if source.is_file():
-        return source
-    files = [
-        path for path in sorted(source.iterdir()) if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES
-    ]
-    if len(files) != 1:
-        raise ValueError(
-            f"{source} must hold exactly one asteroid checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), "
-            f"found {[path.name for path in files]}"
-        )
-    return files[0]
-
-
-def load_asteroid_package(
-    source: str | os.PathLike, model_names: tuple[str, ...] = MODEL_NAMES
-) -> dict[str, Any]:
-    """Read an asteroid package: returns ``{"model_name", "model_args", "state_dict"}``."""
-    path = find_checkpoint_file(source)
-    package = load_checkpoint(path)
-    if not isinstance(package, Mapping) or "state_dict" not in package or "model_args" not in package:
-        keys = sorted(map(str, package))[:10] if isinstance(package, Mapping) else type(package).__name__
-        raise ValueError(
-            f"{path} is not an asteroid model package (a dict with 'model_name', 'model_args' and "
-            f"'state_dict', as asteroid's serialize() writes); found {keys}"
-        )
-    model_name = package.get("model_name")
-    if model_name not in model_names:
-        raise ValueError(f"{path} holds an asteroid {model_name!r}, not one of {model_names}")
-    model_args = package["model_args"]
-    if not isinstance(model_args, Mapping):
-        raise ValueError(f"{path}: model_args is not a dict ({type(model_args).__name__})")
-    model_args = dict(require_plain(dict(model_args), f"{path}: model_args"))
-    state_dict = tensor_state_dict(package["state_dict"], f"{path}: state_dict")
-    return {
-        "model_name": model_name,
-        "model_args": model_args,
-        "state_dict": strip_prefixes(state_dict, ("module.", "model.")),
-    }
+def load_asteroid_package(source: str | os.PathLike) -> dict[str, Any]:
+    """Read an asteroid package of this model: ``{"model_name", "model_args", "state_dict"}``."""
+    return read_asteroid_package(source, MODEL_NAMES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,15 +98,6 @@ def _choice(model_args: Mapping[str, Any], field: str, default: Any, table: Mapp
     return table[key]
 
 
-def _sampling_rate(model_args: Mapping[str, Any]) -> int:
-    sample_rate = model_args.get("sample_rate", 8000)
-    if sample_rate is None:
-        sample_rate = 8000
-    if float(sample_rate) != int(sample_rate) or int(sample_rate) <= 0:
-        raise ValueError(f"model_args['sample_rate']={sample_rate!r} is not a positive whole number of Hz")
-    return int(sample_rate)
-
-
 def config_from_model_args(
     model_args: Mapping[str, Any], config_overrides: Mapping[str, Any] | None = None
 ) -> DPRNNTasNetConfig:
@@ -154,12 +105,7 @@ def config_from_model_args(
     unknown = sorted(set(model_args) - KNOWN_ARGS)
     if unknown:
         raise ValueError(f"model_args has settings this converter does not know: {unknown}")
-    fb_name = str(model_args.get("fb_name", "free")).lower()
-    if fb_name not in FREE_FILTERBANKS:
-        raise ValueError(
-            f"model_args['fb_name']={model_args.get('fb_name')!r}: only asteroid's free filterbank converts "
-            "(analytic, sinc and STFT filterbanks derive their filters from other parameters)"
-        )
+    check_free_filterbank(model_args)
     n_filters = int(model_args.get("n_filters", 64))
     for field in ("in_chan", "out_chan"):
         value = model_args.get(field)
@@ -178,7 +124,7 @@ def config_from_model_args(
     chunk_size = int(model_args.get("chunk_size", 100))
     hop_size = model_args.get("hop_size")
     kwargs: dict[str, Any] = {
-        "sampling_rate": _sampling_rate(model_args),
+        "sampling_rate": sampling_rate_from_args(model_args),
         "audio_channels": 1,
         "num_speakers": int(model_args["n_src"]) if "n_src" in model_args else 2,
         "encoder_channels": n_filters,
