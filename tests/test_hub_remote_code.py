@@ -163,7 +163,7 @@ def test_every_family_runs_from_the_hub_without_demixers(tmp_path: Path, hub_ser
             except ValueError as error:
                 assert "trust_remote_code" in str(error), str(error)
             else:
-                raise AssertionError(f"{{repo_id}}: plain transformers ran remote code without trust_remote_code")
+                raise AssertionError(f"{{repo_id}}: remote code ran without trust_remote_code")
             separator = pipeline(TASK, model=repo_id, trust_remote_code=True)
             for component in (separator, separator.model, separator.feature_extractor):
                 assert not type(component).__module__.startswith("demixers"), type(component).__module__
