@@ -198,6 +198,7 @@ def test_every_family_runs_from_the_hub_without_demixers(tmp_path: Path, hub_ser
     )
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.split("REPORT")[-1])
+    print("max abs difference, plain transformers vs demixers:", report)
     assert set(report) == set(FAMILIES)
     for family, differences in report.items():
         assert set(differences) == {"path", "array", "dict"}
@@ -228,3 +229,45 @@ def test_local_config_keeps_custom_pipelines_of_unregistered_tasks(tmp_path: Pat
     assert set(loaded.custom_pipelines) == {"some-other-task"}
     separator = pipeline(TASK, model=str(tmp_path))
     assert type(separator).__module__ == "demixers.pipelines.audio_source_separation"
+
+
+def test_convert_push_to_hub_with_and_without_code(tmp_path: Path, hub_server, capsys) -> None:
+    from huggingface_hub import HfApi
+
+    from demixers.cli import main
+    from tests.modeling.mossformer.reference_modelscope import build_reference_model, save_official_layout
+    from tests.modeling.mossformer.test_convert_mossformer import SMALL
+
+    official = save_official_layout(build_reference_model(**SMALL), tmp_path / "release", SMALL)
+    api = HfApi()
+    with_code = f"{hub_server.username}/converted-{uuid.uuid4().hex[:6]}"
+    argv = [
+        "convert",
+        "modelscope-mossformer",
+        str(official),
+        str(tmp_path / "out"),
+        "--push-to-hub",
+        with_code,
+    ]
+    assert main(argv) == 0
+    assert with_code in capsys.readouterr().out
+    files = set(api.list_repo_files(with_code))
+    assert {"configuration_mossformer.py", "modeling_mossformer.py", "README.md"} <= files
+    assert set(PIPELINE_CODE_FILES) <= files
+    assert "auto_map" in json.loads(Path(api.hf_hub_download(with_code, "config.json")).read_text())
+    assert "auto_map" not in json.loads(
+        (tmp_path / "out" / "config.json").read_text()
+    )  # local folder as written
+
+    without_code = f"{hub_server.username}/converted-{uuid.uuid4().hex[:6]}"
+    argv = ["convert", "modelscope-mossformer", str(official), str(tmp_path / "plain")]
+    assert main([*argv, "--push-to-hub", without_code, "--no-code"]) == 0
+    files = set(api.list_repo_files(without_code))
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"} <= files
+    assert not any(name.endswith(".py") for name in files)
+    pushed = json.loads(Path(api.hf_hub_download(without_code, "config.json")).read_text())
+    assert "auto_map" not in pushed and "custom_pipelines" not in pushed
+
+    capsys.readouterr()
+    assert main([*argv, "--push-to-hub", "a/b/c", "--overwrite"]) != 0  # refused before converting
+    assert "push-to-hub" in capsys.readouterr().err

@@ -187,6 +187,30 @@ def test_push_uploads_the_folder_with_its_card(tmp_path, hub_server):
     assert "README.md" in api.list_repo_files(repo_id, revision="v2")
 
 
+def test_push_uploads_the_code_by_default_and_not_with_no_code(tmp_path, hub_server):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from demixers.model_cards import cli
+
+    folder = _model_dir(tmp_path)
+    with_code = f"{hub_server.username}/code-{uuid.uuid4().hex[:8]}"
+    assert cli.run(_push_args(model_dir=folder, repo_id=with_code)) == 0
+    files = set(HfApi().list_repo_files(with_code))
+    assert {"configuration_conv_tasnet.py", "modeling_conv_tasnet.py", "audio_source_separation.py"} <= files
+    assert {"preprocessor_config.json", "README.md"} <= files
+    pushed = json.loads(Path(hf_hub_download(with_code, "config.json")).read_text())
+    assert pushed["auto_map"]["AutoModel"] == "modeling_conv_tasnet.ConvTasNetForSourceSeparation"
+    assert "audio-source-separation" in pushed["custom_pipelines"]
+    assert "auto_map" not in json.loads((folder / "config.json").read_text())  # MODEL_DIR keeps its config
+    assert not (folder / "modeling_conv_tasnet.py").exists()
+
+    without_code = f"{hub_server.username}/nocode-{uuid.uuid4().hex[:8]}"
+    assert cli.run(_push_args(model_dir=folder, repo_id=without_code, no_code=True)) == 0
+    files = set(HfApi().list_repo_files(without_code))
+    assert not any(name.endswith(".py") for name in files) and "README.md" in files
+    assert "auto_map" not in json.loads(Path(hf_hub_download(without_code, "config.json")).read_text())
+
+
 def test_push_rejects_a_folder_without_config(tmp_path):
     from demixers.model_cards import cli
 
