@@ -125,7 +125,7 @@ def test_every_family_runs_from_the_hub_without_demixers(tmp_path: Path, hub_ser
             "audio_source_separation.AudioSourceSeparationPipeline"
         )
         card = Path(api.hf_hub_download(repo_id, "README.md")).read_text()
-        assert "library_name: demixers" in card
+        assert "library_name: demixers" in card and f'model="{repo_id}", trust_remote_code=True' in card
 
         # demixers imported: no trust_remote_code needed, the installed pipeline and model run
         separator = pipeline(TASK, model=repo_id)
@@ -134,6 +134,8 @@ def test_every_family_runs_from_the_hub_without_demixers(tmp_path: Path, hub_ser
         assert not getattr(separator.model.config, "custom_pipelines", None)
         inputs = _inputs(config, tmp_path / family)
         expected = _separate_all(separator, inputs)
+        # a comparison of silent stems would prove nothing
+        assert all(float(np.abs(stems).max()) > 1e-4 for stems in expected.values()), family
         np.savez(tmp_path / family / "expected.npz", **expected)
         cases.append(
             {

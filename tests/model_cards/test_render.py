@@ -203,12 +203,15 @@ def test_push_uploads_the_code_by_default_and_not_with_no_code(tmp_path, hub_ser
     assert "audio-source-separation" in pushed["custom_pipelines"]
     assert "auto_map" not in json.loads((folder / "config.json").read_text())  # MODEL_DIR keeps its config
     assert not (folder / "modeling_conv_tasnet.py").exists()
+    card = Path(hf_hub_download(with_code, "README.md")).read_text()
+    assert f'pipeline("audio-source-separation", model="{with_code}", trust_remote_code=True)' in card
 
     without_code = f"{hub_server.username}/nocode-{uuid.uuid4().hex[:8]}"
     assert cli.run(_push_args(model_dir=folder, repo_id=without_code, no_code=True)) == 0
     files = set(HfApi().list_repo_files(without_code))
     assert not any(name.endswith(".py") for name in files) and "README.md" in files
     assert "auto_map" not in json.loads(Path(hf_hub_download(without_code, "config.json")).read_text())
+    assert "trust_remote_code" not in Path(hf_hub_download(without_code, "README.md")).read_text()
 
 
 def test_push_rejects_a_folder_without_config(tmp_path):

@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             base_model=args.base_model,
             repo_id=args.repo_id,
             figure=figure,
+            remote_code=not args.no_code,
         )
         print(f"wrote {card}")
 
