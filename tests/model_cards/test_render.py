@@ -219,3 +219,23 @@ def test_push_rejects_a_folder_without_config(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         cli.run(_push_args(model_dir=tmp_path, repo_id="org/x"))
+
+
+def test_remote_code_requirements_match_the_imports_of_the_uploaded_files(tmp_path):
+    import sys
+
+    from transformers.dynamic_module_utils import get_imports
+
+    from demixers.model_cards.render import _BASE_PACKAGES, PIPELINE_REQUIREMENTS, remote_code_requirements
+    from demixers.pipelines import remote_code
+
+    folder = Path(remote_code.__file__).parent
+    imported = set().union(*(get_imports(folder / name) for name in remote_code.PIPELINE_CODE_FILES))
+    assert set(PIPELINE_REQUIREMENTS) == imported - set(sys.stdlib_module_names) - _BASE_PACKAGES
+    assert remote_code_requirements("htdemucs") == ["julius", "soundfile", "soxr"]  # demucs: julius
+    assert remote_code_requirements("mossformer") == ["soundfile", "soxr"]
+
+    model_dir = _model_dir(tmp_path, model_type="htdemucs")
+    card = render_model_card(model_dir, remote_code=True)
+    assert "pip install transformers torch julius soundfile soxr" in card
+    assert "trust_remote_code" not in render_model_card(model_dir)  # config.json declares no pipeline

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
@@ -36,6 +37,11 @@ TASK_TYPE = "audio-to-audio"
 TASK_NAME = "Audio Source Separation"
 # The pipeline task a repo with remote code declares in config.json's `custom_pipelines`.
 PIPELINE_TASK = "audio-source-separation"
+# What the uploaded pipeline files import beyond torch, numpy and transformers (and its tqdm): they
+# read files and resample (tests/model_cards check this against the files' imports).
+PIPELINE_REQUIREMENTS = ("soundfile", "soxr")
+# Packages every environment that runs the remote code has.
+_BASE_PACKAGES = frozenset({"transformers", "torch", "numpy", "tqdm"})
 TRAINING_CONFIG_NAMES = ("train_config.yaml", "training_config.yaml", "training_config.json")
 # Training keys worth a line in the card, per section of the trainer's recipe.
 _TRAINING_KEYS = {
@@ -185,16 +191,37 @@ def _remote_code_section(config: Mapping[str, Any], remote_code: bool | None, mo
         remote_code = isinstance(declared, Mapping) and PIPELINE_TASK in declared
     if not remote_code:
         return ""
+    packages = " ".join(["transformers", "torch", *remote_code_requirements(config.get("model_type"))])
     return (
         "\nWithout demixers, plain 🤗 Transformers runs the same pipeline from the code this repository "
         "carries (model, feature extractor, chunking and resampling); read it, then opt in with "
         "`trust_remote_code=True`:\n\n"
+        f"```bash\npip install {packages}\n```\n\n"
         "```python\n"
         "from transformers import pipeline\n\n"
         f'separator = pipeline("{PIPELINE_TASK}", model="{model_ref}", trust_remote_code=True)\n'
         'stems = separator("mixture.wav")\n'
         "```\n"
     )
+
+
+def remote_code_requirements(model_type: Any) -> list[str]:
+    """Third-party packages the remote code of ``model_type`` imports beyond `_BASE_PACKAGES`: the
+    pipeline's and those of the family's files (transformers refuses to load code whose imports are
+    missing, so the card lists them)."""
+    from transformers.dynamic_module_utils import get_imports
+
+    from ..modeling import MODEL_FAMILIES
+
+    names = set(PIPELINE_REQUIREMENTS)
+    for config_class, _ in MODEL_FAMILIES:
+        if config_class.model_type == model_type:
+            folder = Path(sys.modules[config_class.__module__].__file__ or "").parent
+            for path in folder.glob("*.py"):
+                if not path.name.startswith(("convert_", "__")):
+                    names.update(get_imports(path))
+    third_party = names - set(sys.stdlib_module_names) - _BASE_PACKAGES
+    return sorted(third_party)
 
 
 def write_model_card(model_dir: str | os.PathLike, **kwargs: Any) -> Path:
