@@ -11,8 +11,8 @@ Layers, bottom to top (a module may import from its own package and from lower l
 3. ``model_cards`` (render evaluation results), ``pipelines`` (inference).
 4. ``trainers``.
 5. Commands: ``cli``, ``demo``, ``build_default_model``, ``__main__``, the package's ``__init__`` (it
-   registers the families and the pipeline task), and every ``cli.py`` module of a package (a
-   command wires the layers together).
+   registers the families and the pipeline task), and every ``cli.py`` (or ``<name>_cli.py``, such
+   as ``modeling/convert_cli.py``) module of a package (a command wires the layers together).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 def _layer_of(path: Path) -> tuple[str, int]:
     relative = path.relative_to(PACKAGE_ROOT)
     unit = relative.parts[0].removesuffix(".py")
-    if path.name == "cli.py" or unit in ("cli", "__main__"):
+    if path.name == "cli.py" or path.name.endswith("_cli.py") or unit in ("cli", "__main__"):
         return unit, COMMAND_LAYER
     if unit not in LAYERS:
         raise AssertionError(f"{relative} belongs to no layer: add {unit!r} to LAYERS")

@@ -187,8 +187,55 @@ def test_push_uploads_the_folder_with_its_card(tmp_path, hub_server):
     assert "README.md" in api.list_repo_files(repo_id, revision="v2")
 
 
+def test_push_uploads_the_code_by_default_and_not_with_no_code(tmp_path, hub_server):
+    from huggingface_hub import HfApi, hf_hub_download
+
+    from demixers.model_cards import cli
+
+    folder = _model_dir(tmp_path)
+    with_code = f"{hub_server.username}/code-{uuid.uuid4().hex[:8]}"
+    assert cli.run(_push_args(model_dir=folder, repo_id=with_code)) == 0
+    files = set(HfApi().list_repo_files(with_code))
+    assert {"configuration_conv_tasnet.py", "modeling_conv_tasnet.py", "audio_source_separation.py"} <= files
+    assert {"preprocessor_config.json", "README.md"} <= files
+    pushed = json.loads(Path(hf_hub_download(with_code, "config.json")).read_text())
+    assert pushed["auto_map"]["AutoModel"] == "modeling_conv_tasnet.ConvTasNetForSourceSeparation"
+    assert "audio-source-separation" in pushed["custom_pipelines"]
+    assert "auto_map" not in json.loads((folder / "config.json").read_text())  # MODEL_DIR keeps its config
+    assert not (folder / "modeling_conv_tasnet.py").exists()
+    card = Path(hf_hub_download(with_code, "README.md")).read_text()
+    assert f'pipeline("audio-source-separation", model="{with_code}", trust_remote_code=True)' in card
+
+    without_code = f"{hub_server.username}/nocode-{uuid.uuid4().hex[:8]}"
+    assert cli.run(_push_args(model_dir=folder, repo_id=without_code, no_code=True)) == 0
+    files = set(HfApi().list_repo_files(without_code))
+    assert not any(name.endswith(".py") for name in files) and "README.md" in files
+    assert "auto_map" not in json.loads(Path(hf_hub_download(without_code, "config.json")).read_text())
+    assert "trust_remote_code" not in Path(hf_hub_download(without_code, "README.md")).read_text()
+
+
 def test_push_rejects_a_folder_without_config(tmp_path):
     from demixers.model_cards import cli
 
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         cli.run(_push_args(model_dir=tmp_path, repo_id="org/x"))
+
+
+def test_remote_code_requirements_match_the_imports_of_the_uploaded_files(tmp_path):
+    import sys
+
+    from transformers.dynamic_module_utils import get_imports
+
+    from demixers.model_cards.render import _BASE_PACKAGES, PIPELINE_REQUIREMENTS, remote_code_requirements
+    from demixers.pipelines import remote_code
+
+    folder = Path(remote_code.__file__).parent
+    imported = set().union(*(get_imports(folder / name) for name in remote_code.PIPELINE_CODE_FILES))
+    assert set(PIPELINE_REQUIREMENTS) == imported - set(sys.stdlib_module_names) - _BASE_PACKAGES
+    assert remote_code_requirements("htdemucs") == ["julius", "soundfile", "soxr"]  # demucs: julius
+    assert remote_code_requirements("mossformer") == ["soundfile", "soxr"]
+
+    model_dir = _model_dir(tmp_path, model_type="htdemucs")
+    card = render_model_card(model_dir, remote_code=True)
+    assert "pip install transformers torch julius soundfile soxr" in card
+    assert "trust_remote_code" not in render_model_card(model_dir)  # config.json declares no pipeline

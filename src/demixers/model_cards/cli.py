@@ -5,7 +5,9 @@ The card (``MODEL_DIR/README.md``) is rendered from ``config.json``, the evaluat
 (``MODEL_DIR/train_config.yaml`` when present) and an optional figure, validated with
 huggingface_hub's ``ModelCard``, and written atomically before anything is uploaded. The repository
 is created when missing (``--private`` applies only then), ``--revision`` names a branch that is
-created from ``main`` when missing, and hidden files and temporary files are not uploaded.
+created from ``main`` when missing, and hidden files and temporary files are not uploaded. By
+default the repo also gets the code that lets plain transformers load it with
+``trust_remote_code=True`` (`demixers.pipelines.remote_code`); ``--no-code`` opts out.
 Authentication is huggingface_hub's usual one (``HF_TOKEN`` or ``hf auth login``).
 """
 
@@ -14,7 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-IGNORE_PATTERNS = [".*", "**/.*", "*.tmp", "**/*.tmp", "__pycache__", "**/__pycache__/**"]
+# Names (shell patterns) of the folder's files that are not uploaded.
+IGNORE_PATTERNS = (".*", "*.tmp", "__pycache__")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +54,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-card", action="store_true", help="upload the folder as it is, without (re)writing README.md"
     )
+    parser.add_argument(
+        "--no-code",
+        action="store_true",
+        help="upload no model, feature extractor or pipeline code (only demixers users can then load it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,25 +87,24 @@ def run(args: argparse.Namespace) -> int:
             base_model=args.base_model,
             repo_id=args.repo_id,
             figure=figure,
+            remote_code=not args.no_code,
         )
         print(f"wrote {card}")
 
-    from huggingface_hub import HfApi
+    from ..trainers.hub import push_model_folder
 
-    api = HfApi()
-    repo_url = api.create_repo(args.repo_id, private=args.private, exist_ok=True)
-    repo_id = repo_url.repo_id
-    if args.revision and args.revision != "main":
-        api.create_branch(repo_id, branch=args.revision, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id,
-        folder_path=model_dir,
+    commit_url = push_model_folder(
+        model_dir,
+        args.repo_id,
+        private=args.private,
         revision=args.revision,
         commit_message=args.commit_message or f"Upload {model_dir.name} with demixers",
+        code=not args.no_code,
+        card=False,  # written above, into MODEL_DIR itself
         ignore_patterns=IGNORE_PATTERNS,
     )
-    print(f"pushed {model_dir} to {repo_url}" + (f" (branch {args.revision})" if args.revision else ""))
-    print(commit.commit_url)
+    print(f"pushed {model_dir} to {args.repo_id}" + (f" (branch {args.revision})" if args.revision else ""))
+    print(commit_url)
     return 0
 
 

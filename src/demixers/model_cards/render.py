@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from string import Template
@@ -34,6 +35,13 @@ TEMPLATE_PATH = Path(__file__).with_name("template.md")
 FIGURE_NAME = "spectrograms.png"
 TASK_TYPE = "audio-to-audio"
 TASK_NAME = "Audio Source Separation"
+# The pipeline task a repo with remote code declares in config.json's `custom_pipelines`.
+PIPELINE_TASK = "audio-source-separation"
+# What the uploaded pipeline files import beyond torch, numpy and transformers (and its tqdm): they
+# read files and resample (tests/model_cards check this against the files' imports).
+PIPELINE_REQUIREMENTS = ("soundfile", "soxr")
+# Packages every environment that runs the remote code has.
+_BASE_PACKAGES = frozenset({"transformers", "torch", "numpy", "tqdm"})
 TRAINING_CONFIG_NAMES = ("train_config.yaml", "training_config.yaml", "training_config.json")
 # Training keys worth a line in the card, per section of the trainer's recipe.
 _TRAINING_KEYS = {
@@ -84,6 +92,7 @@ def render_model_card(
     figure: str | os.PathLike | None = None,
     tags: Sequence[str] = (),
     about: str | None = None,
+    remote_code: bool | None = None,
 ) -> str:
     """Return the README.md text for the model folder ``model_dir``.
 
@@ -105,6 +114,9 @@ def render_model_card(
         tags: extra metadata tags.
         about: Markdown shown right after the summary, e.g. what the model is meant for and what its
             training data was (a model trained on synthetic data should say so up front).
+        remote_code: whether the repository carries its code for plain Transformers
+            (``trust_remote_code=True``; `demixers.pipelines.remote_code`); default: whether the
+            config declares the ``audio-source-separation`` pipeline in ``custom_pipelines``.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -162,6 +174,7 @@ def render_model_card(
         else "no paper on record",
         "properties": _properties_table(model_dir, config_dict, source_names),
         "model_ref": repo_id or "path/to/model_folder",
+        "remote_code": _remote_code_section(config_dict, remote_code, repo_id or "path/to/model_folder"),
         "training": _training_section(training, training_summary, base_models),
         "evaluation": _evaluation_section(results_dict),
         "limitations": _limitations(domain, config_dict, source_names),
@@ -170,6 +183,45 @@ def render_model_card(
     text = Template(TEMPLATE_PATH.read_text(encoding="utf-8")).substitute(values)
     _validate(text, card_data)
     return text
+
+
+def _remote_code_section(config: Mapping[str, Any], remote_code: bool | None, model_ref: str) -> str:
+    if remote_code is None:
+        declared = config.get("custom_pipelines")
+        remote_code = isinstance(declared, Mapping) and PIPELINE_TASK in declared
+    if not remote_code:
+        return ""
+    packages = " ".join(["transformers", "torch", *remote_code_requirements(config.get("model_type"))])
+    return (
+        "\nWithout demixers, plain 🤗 Transformers runs the same pipeline from the code this repository "
+        "carries (model, feature extractor, chunking and resampling); read it, then opt in with "
+        "`trust_remote_code=True`:\n\n"
+        f"```bash\npip install {packages}\n```\n\n"
+        "```python\n"
+        "from transformers import pipeline\n\n"
+        f'separator = pipeline("{PIPELINE_TASK}", model="{model_ref}", trust_remote_code=True)\n'
+        'stems = separator("mixture.wav")\n'
+        "```\n"
+    )
+
+
+def remote_code_requirements(model_type: Any) -> list[str]:
+    """Third-party packages the remote code of ``model_type`` imports beyond `_BASE_PACKAGES`: the
+    pipeline's and those of the family's files (transformers refuses to load code whose imports are
+    missing, so the card lists them)."""
+    from transformers.dynamic_module_utils import get_imports
+
+    from ..modeling import MODEL_FAMILIES
+
+    names = set(PIPELINE_REQUIREMENTS)
+    for config_class, _ in MODEL_FAMILIES:
+        if config_class.model_type == model_type:
+            folder = Path(sys.modules[config_class.__module__].__file__ or "").parent
+            for path in folder.glob("*.py"):
+                if not path.name.startswith(("convert_", "__")):
+                    names.update(get_imports(path))
+    third_party = names - set(sys.stdlib_module_names) - _BASE_PACKAGES
+    return sorted(third_party)
 
 
 def write_model_card(model_dir: str | os.PathLike, **kwargs: Any) -> Path:

@@ -54,7 +54,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
             continue
         subparser = formats.add_parser(name, help=help_text, description=help_text)
         module.configure_parser(subparser)
+        _add_push_arguments(subparser)
         subparser.set_defaults(convert_handler=module.run)
+
+
+def _add_push_arguments(parser: argparse.ArgumentParser) -> None:
+    hub = parser.add_argument_group("upload")
+    hub.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="REPO",
+        help="then upload the converted folder, with its model card and code, to this Hub repo (org/name)",
+    )
+    hub.add_argument("--private", action="store_true", help="with --push-to-hub: create it private")
+    hub.add_argument(
+        "--no-code",
+        action="store_true",
+        help="with --push-to-hub: upload no model/pipeline code (only demixers users can then load it)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,9 +79,26 @@ def run(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
     from yaml import YAMLError
 
+    repo_id = getattr(args, "push_to_hub", None)
+    if repo_id is not None and (repo_id.count("/") > 1 or not repo_id.strip("/")):
+        raise ValueError(f"--push-to-hub must look like 'name' or 'org/name', got {repo_id!r}")
     try:
-        return int(args.convert_handler(args) or 0)
+        status = int(args.convert_handler(args) or 0)
     except (SafetensorError, YAMLError) as error:
         # a converter should have named the file already; this is the net for one that did not
         lines = str(error).strip().splitlines()
         raise ValueError(f"{type(error).__name__}: {lines[0] if lines else 'unreadable input'}") from None
+    if status != 0 or repo_id is None:
+        return status
+    from ..trainers.hub import push_model_folder
+
+    folder = getattr(args, "output_dir", None) or args.out
+    commit_url = push_model_folder(
+        folder,
+        repo_id,
+        private=args.private,
+        commit_message=f"Upload {args.converter} conversion with demixers",
+        code=not args.no_code,
+    )
+    print(f"pushed {folder} to {repo_id}: {commit_url}")
+    return 0

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from ..audio import (
+from .audio_utils import (
     CHANNEL_POLICIES,
     AudioFile,
     as_channels_first,
@@ -66,7 +66,6 @@ from ..audio import (
     resample,
     resample_blocks,
 )
-from ..feature_extraction_separation import SourceSeparationFeatureExtractor
 from .chunking import (
     STATISTICS_BLOCK,
     ChunkMember,
@@ -78,6 +77,7 @@ from .chunking import (
     normalizes_input,
     resolve_chunk_settings,
 )
+from .feature_extraction_separation import SourceSeparationFeatureExtractor
 
 # Errors re-raised with the failing item's position when a list of inputs is separated (OSError
 # covers missing files and folders, RuntimeError and MemoryError a model that fails on one item).

@@ -85,8 +85,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.model_contract import is_permutation_invariant
-from ..utils.permutations import best_permutation
+from .audio_utils import best_permutation, is_permutation_invariant
 
 # Defaults when the model config has no `segment` / `overlap` (seconds / fraction of a chunk).
 DEFAULT_SEGMENT_SECONDS = 10.0

@@ -64,6 +64,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="push the best model with a generated model card to this Hub repo at the end (hub.repo_id)",
     )
+    parser.add_argument(
+        "--no-code",
+        action="store_true",
+        help="with --push-to-hub: push no model/pipeline code (hub.code=false)",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.epilog = EPILOG
     parser.set_defaults(overrides=[])
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, list(args.overrides))
         if args.push_to_hub:
             config["hub"]["repo_id"] = args.push_to_hub
+        if getattr(args, "no_code", False):
+            config["hub"]["code"] = False
         if args.print_config:
             print(dump_config(config), end="")
             return 0

@@ -122,6 +122,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # Branch the periodic pushes go to (null: commits on the default branch).
         "revision": None,
         "commit_message": "Upload model trained with demixers",
+        # Upload the model, feature extractor and pipeline code, so plain transformers loads the
+        # repo with trust_remote_code=True (false: only demixers users can load it).
+        "code": True,
     },
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,32 +41,57 @@ def push_model_folder(
     config: Mapping[str, Any] | None = None,
     state: Mapping[str, Any] | None = None,
     metric: str = "loss",
+    code: bool = True,
+    card: bool | Mapping[str, Any] = True,
+    ignore_patterns: Sequence[str] = IGNORE_PATTERNS,
 ) -> str:
-    """Create ``repo_id`` if needed (and the branch ``revision``), write the card, upload; return the
-    commit URL."""
+    """Upload a ``save_pretrained`` model folder to ``repo_id``; return the commit URL.
+
+    The one upload path of ``demixers push``, ``train --push-to-hub`` and ``convert --push-to-hub``.
+    The folder is staged in a temporary copy (the original is never modified) that gets
+
+    * the model card (``README.md``) unless ``card`` is False: ``card`` may be a mapping of
+      `demixers.model_cards.write_model_card` options; the folder's ``results.json`` and, when
+      ``config``/``state`` are given, the training recipe and summary are described;
+    * with ``code`` (the default), the remote code that lets plain transformers load the repo
+      (`demixers.pipelines.remote_code.add_remote_code`: family code, feature extractor, pipeline,
+      ``auto_map``, ``custom_pipelines``, ``preprocessor_config.json``).
+
+    The repository is created when missing (``private`` applies only then), the branch
+    ``revision`` from ``main`` when missing.
+
+    Raises:
+        FileNotFoundError: ``folder`` has no ``config.json`` (or, with ``code``, no safetensors weights).
+        ValueError: ``code`` for a model whose family is not registered or whose code is not
+            self-contained.
+    """
     from huggingface_hub import HfApi
 
     from ..model_cards import write_model_card
+    from ..pipelines.remote_code import add_remote_code
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
-    api = HfApi()
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
-    repo_id = repo_url.repo_id
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="demixers-push-") as tmp:
         staging = Path(tmp) / folder.name
-        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*IGNORE_PATTERNS))
-        results = staging / "results.json"
-        write_model_card(
-            staging,
-            results=results if results.is_file() else None,
-            training_config=dict(config) if config is not None else None,
-            training_summary=training_summary(state or {}, metric),
-            repo_id=repo_id,
-        )
+        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*ignore_patterns))
+        if code:
+            add_remote_code(staging)  # before any network call: a folder that cannot carry code fails first
+        api = HfApi()
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        if card is not False:
+            options = dict(card) if isinstance(card, Mapping) else {}
+            results = staging / "results.json"
+            options.setdefault("results", results if results.is_file() else None)
+            if config is not None:
+                options.setdefault("training_config", dict(config))
+            if state is not None or config is not None:
+                options.setdefault("training_summary", training_summary(state or {}, metric))
+            options.setdefault("repo_id", repo_id)
+            write_model_card(staging, **options)
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=staging, revision=revision, commit_message=commit_message
         )

@@ -976,6 +976,7 @@ class Trainer:
             config=self.config,
             state=self._trainer_state_json(),
             metric=self.metric_name,
+            code=bool(self.hub.get("code", True)),
         )
         self.accelerator.print(
             f"pushed {folder.name}/ to {repo_id}" + (f" ({revision})" if revision else "") + f": {url}"

@@ -20,6 +20,7 @@ Two sets of switches cover the other published variants without changing the mod
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,6 +119,27 @@ def _resolve_source_names(source_names: Any, num_speakers: Any) -> list[str]:
             f"({len(source_names)} names)"
         )
     return source_names
+
+
+# Copied from demixers.modeling.mossformer.configuration_mossformer._without_locally_registered_pipelines
+def _without_locally_registered_pipelines(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` less the ``custom_pipelines`` entries of tasks this process has registered itself.
+
+    A Hub repo pushed by demixers declares its pipeline in ``custom_pipelines`` so that plain
+    transformers runs it with ``trust_remote_code=True``; transformers then demands that flag for
+    the task even when it is registered locally. Where demixers is imported (the task is in the
+    pipeline registry), the installed pipeline runs and the flag is not needed.
+    """
+    declared = kwargs.get("custom_pipelines")
+    registry = getattr(sys.modules.get("transformers.pipelines"), "PIPELINE_REGISTRY", None)
+    if not isinstance(declared, dict) or registry is None:
+        return kwargs
+    supported = set(registry.get_supported_tasks())
+    kept = {task: info for task, info in declared.items() if task not in supported}
+    cleaned = {key: value for key, value in kwargs.items() if key != "custom_pipelines"}
+    if kept:
+        cleaned["custom_pipelines"] = kept
+    return cleaned
 
 
 class ConvTasNetConfig(PretrainedConfig):
@@ -277,7 +299,7 @@ class ConvTasNetConfig(PretrainedConfig):
         self.segment = segment
         self.permutation_invariant = permutation_invariant
         self.normalize_input = normalize_input
-        super().__init__(**kwargs)
+        super().__init__(**_without_locally_registered_pipelines(kwargs))
 
     # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property

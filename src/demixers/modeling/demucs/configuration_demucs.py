@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -114,6 +115,27 @@ def segment_samples(segment: float, sampling_rate: int) -> int:
     ``7.8 * 44100 = 343979.99999...`` must not lose a sample.
     """
     return int(Fraction(segment).limit_denominator(1_000_000) * sampling_rate)
+
+
+# Copied from demixers.modeling.mossformer.configuration_mossformer._without_locally_registered_pipelines
+def _without_locally_registered_pipelines(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` less the ``custom_pipelines`` entries of tasks this process has registered itself.
+
+    A Hub repo pushed by demixers declares its pipeline in ``custom_pipelines`` so that plain
+    transformers runs it with ``trust_remote_code=True``; transformers then demands that flag for
+    the task even when it is registered locally. Where demixers is imported (the task is in the
+    pipeline registry), the installed pipeline runs and the flag is not needed.
+    """
+    declared = kwargs.get("custom_pipelines")
+    registry = getattr(sys.modules.get("transformers.pipelines"), "PIPELINE_REGISTRY", None)
+    if not isinstance(declared, dict) or registry is None:
+        return kwargs
+    supported = set(registry.get_supported_tasks())
+    kept = {task: info for task, info in declared.items() if task not in supported}
+    cleaned = {key: value for key, value in kwargs.items() if key != "custom_pipelines"}
+    if kept:
+        cleaned["custom_pipelines"] = kept
+    return cleaned
 
 
 class _DemucsCommonConfig(PretrainedConfig):
@@ -286,7 +308,7 @@ class DemucsConfig(_DemucsCommonConfig):
         self.resample = bool(resample)
         self.rescale = rescale
         _check_dconv(self)
-        super().__init__(**kwargs)
+        super().__init__(**_without_locally_registered_pipelines(kwargs))
 
 
 class _HybridConfigMixin:
@@ -422,7 +444,7 @@ class HDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
         self.dconv_init = dconv_init
         self.rescale = rescale
         self._check_hybrid()
-        super().__init__(**kwargs)
+        super().__init__(**_without_locally_registered_pipelines(kwargs))
 
 
 class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
@@ -575,7 +597,7 @@ class HTDemucsConfig(_HybridConfigMixin, _DemucsCommonConfig):
                 raise ValueError(
                     f"the transformer width {width} must be a multiple of 4 (2-D sinusoidal embedding)"
                 )
-        super().__init__(**kwargs)
+        super().__init__(**_without_locally_registered_pipelines(kwargs))
 
     @property
     def transformer_channels(self) -> int:
@@ -685,7 +707,7 @@ class DemucsBagConfig(PretrainedConfig):
         if not isinstance(permutation_invariant, bool):
             raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
         self.permutation_invariant = permutation_invariant
-        super().__init__(**kwargs)
+        super().__init__(**_without_locally_registered_pipelines(kwargs))
 
     @property
     def member_configs(self) -> list[_DemucsCommonConfig]:

@@ -13,6 +13,7 @@ MUSDB18 names ``drums + bass + other``). With a single name the model returns on
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +84,27 @@ def _check_source_names(source_names: Any) -> list[str]:
     if len({name.casefold() for name in names}) != len(names):
         raise ValueError(f"source_names must be unique (ignoring case), got {names!r}")
     return names
+
+
+# Copied from demixers.modeling.mossformer.configuration_mossformer._without_locally_registered_pipelines
+def _without_locally_registered_pipelines(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` less the ``custom_pipelines`` entries of tasks this process has registered itself.
+
+    A Hub repo pushed by demixers declares its pipeline in ``custom_pipelines`` so that plain
+    transformers runs it with ``trust_remote_code=True``; transformers then demands that flag for
+    the task even when it is registered locally. Where demixers is imported (the task is in the
+    pipeline registry), the installed pipeline runs and the flag is not needed.
+    """
+    declared = kwargs.get("custom_pipelines")
+    registry = getattr(sys.modules.get("transformers.pipelines"), "PIPELINE_REGISTRY", None)
+    if not isinstance(declared, dict) or registry is None:
+        return kwargs
+    supported = set(registry.get_supported_tasks())
+    kept = {task: info for task, info in declared.items() if task not in supported}
+    cleaned = {key: value for key, value in kwargs.items() if key != "custom_pipelines"}
+    if kept:
+        cleaned["custom_pipelines"] = kept
+    return cleaned
 
 
 class DTTNetConfig(PretrainedConfig):
@@ -253,7 +275,7 @@ class DTTNetConfig(PretrainedConfig):
         if not isinstance(permutation_invariant, bool):
             raise ValueError(f"permutation_invariant must be a bool, got {permutation_invariant!r}")
         self.permutation_invariant = permutation_invariant
-        super().__init__(**kwargs)
+        super().__init__(**_without_locally_registered_pipelines(kwargs))
 
     # Copied from demixers.modeling.mossformer.configuration_mossformer.MossFormerConfig.num_sources
     @property
