@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -193,3 +194,38 @@ def test_without_import_demixers_transformers_does_not_know_the_families() -> No
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.stdout.strip() == "unknown", (result.stdout, result.stderr[-2000:])
+
+
+# -- the build is silent: every bundled data folder is a declared package, no license classifier --
+
+
+def read_setup_cfg() -> tuple[dict, Path]:
+    from setuptools.config.setupcfg import read_configuration
+
+    root = Path(__file__).resolve().parents[1]
+    return read_configuration(root / "setup.cfg", find_others=False, ignore_option_errors=False), root
+
+
+def test_every_folder_under_the_package_is_declared() -> None:
+    # setuptools warns "Package would be ignored" for an importable folder missing from `packages`
+    import os
+
+    configuration, root = read_setup_cfg()
+    packages = set(configuration["options"]["packages"])
+    package_root = root / "src" / "demixers"
+    folders = {"demixers"}
+    for folder, dirs, _ in os.walk(package_root):
+        dirs[:] = [name for name in dirs if name != "__pycache__"]
+        relative = os.path.relpath(folder, package_root)
+        if relative != ".":
+            folders.add("demixers." + relative.replace(os.sep, "."))
+    assert "demixers.bundled.default_speech_8k" in folders and "demixers.bundled.example" in folders
+    assert folders - packages == set()
+    assert not any("__pycache__" in name or "egg-info" in name for name in packages)
+
+
+def test_no_deprecated_license_classifier() -> None:
+    configuration, _ = read_setup_cfg()
+    classifiers = configuration["metadata"]["classifiers"]
+    assert not [line for line in classifiers if line.startswith("License ::")]
+    assert configuration["metadata"]["license"] == "Apache-2.0"

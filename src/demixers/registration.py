@@ -25,13 +25,15 @@ initialised module. The registry stays armed and the next read registers.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importlib.abc imports typing machinery this light module does without at run time
+    from importlib.abc import Loader
+    from importlib.machinery import ModuleSpec
 
 PIPELINE_TASK = "audio-source-separation"
 
@@ -176,14 +178,14 @@ _ARMERS: dict[str, Callable[[ModuleType], None]] = {
 }
 
 
-class _ArmAfterExecLoader(importlib.abc.Loader):
+class _ArmAfterExecLoader:
     """Wraps a module's loader: executes the module, then arms the registry it defines."""
 
-    def __init__(self, loader: importlib.abc.Loader, armer: Callable[[ModuleType], None]) -> None:
+    def __init__(self, loader: Loader, armer: Callable[[ModuleType], None]) -> None:
         self._loader = loader
         self._armer = armer
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
@@ -195,12 +197,12 @@ class _ArmAfterExecLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-class _ArmRegistriesFinder(importlib.abc.MetaPathFinder):
+class _ArmRegistriesFinder:
     """Finds nothing itself: hands the specs of the registry modules back with a wrapping loader."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         armer = _ARMERS.get(fullname)
         if armer is None:
             return None
