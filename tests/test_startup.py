@@ -165,6 +165,13 @@ REGISTRATION_ORDERS = {
         "out = separator(np.zeros(4000, dtype=np.float32), sampling_rate=8000)\n"
         "assert len(out) == 2 and out[0]['audio'].shape[-1] == 4000, out"
     ),
+    "two threads at once": (
+        "import demixers, threading\nfrom transformers import AutoConfig\nresults = []\n"
+        "def load():\n    results.append(type(AutoConfig.from_pretrained(MODEL)).__name__)\n"
+        "threads = [threading.Thread(target=load) for _ in range(2)]\n"
+        "[thread.start() for thread in threads]\n[thread.join() for thread in threads]\n"
+        "assert results == ['MossFormerConfig'] * 2, results"
+    ),
     "from_config after the family is imported directly": (
         "import demixers\n"
         "from demixers.modeling.mossformer.configuration_mossformer import MossFormerConfig\n"

@@ -45,7 +45,7 @@ _PIPELINES = "transformers.pipelines"
 
 _lock = threading.RLock()
 _registered = False
-_registering = False
+_registering_thread: int | None = None  # the thread running register_all
 
 
 def register_model_family(config_class: type, model_class: type) -> None:
@@ -61,11 +61,11 @@ def register_model_family(config_class: type, model_class: type) -> None:
 
 def register_all() -> None:
     """Register every family with the Auto classes and the task with the pipeline registry (once)."""
-    global _registered, _registering
+    global _registered, _registering_thread
     with _lock:
-        if _registered or _registering:
+        if _registered or _registering_thread is not None:  # done, or this thread is doing it
             return
-        _registering = True
+        _registering_thread = threading.get_ident()
         try:
             from transformers import AutoModel
             from transformers.pipelines import PIPELINE_REGISTRY
@@ -86,7 +86,7 @@ def register_all() -> None:
             )
             _registered = True
         finally:
-            _registering = False
+            _registering_thread = None
 
 
 def is_registered() -> bool:
@@ -105,8 +105,19 @@ def _imports_in_progress() -> bool:
 
 
 def ensure_registered() -> None:
-    """`register_all` unless done, or unless a module is still executing (then a later read does it)."""
-    if _registered or _registering or _imports_in_progress():
+    """`register_all` unless done, or unless a module is still executing (then a later read does it).
+
+    A read made by the registration itself (transformers' ``register`` consults the registry) answers
+    at once; a read from another thread while it runs waits for it."""
+    if _registered:
+        return
+    running = _registering_thread
+    if running is not None:
+        if running != threading.get_ident():
+            with _lock:  # held by the registering thread until it is done
+                pass
+        return
+    if _imports_in_progress():
         return
     register_all()
 
