@@ -124,15 +124,13 @@ def add_lazy_subcommands(
     parsers: dict[str, LazySubcommandParser] = {}
     for name, (module_name, help_text) in commands.items():
 
-        def configure(
-            parser: argparse.ArgumentParser, name: str = name, module_name: str = module_name
-        ) -> None:
+        def configure(parser: argparse.ArgumentParser, module_name: str = module_name) -> None:
             try:
                 module = importlib.import_module(module_name)
             except ModuleNotFoundError as error:
                 if error.name != module_name:
                     raise
-                parser.set_defaults(**{handler_key: _unavailable(name)})
+                parser.set_defaults(**{handler_key: _unavailable(parser.prog)})
                 return
             module.configure_parser(parser)
             parser.set_defaults(**{handler_key: module.run})
@@ -162,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unavailable(name: str):
+def _unavailable(command: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        raise CommandUnavailableError(f"`demixers {name}` is not available in this version of demixers")
+        raise CommandUnavailableError(f"`{command}` is not available in this version of demixers")
 
     return handler
 
