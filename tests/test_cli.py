@@ -70,3 +70,41 @@ def test_parser_builds_without_heavy_imports() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert build_parser().prog == "demixers"
+
+
+def test_missing_subcommand_module_is_one_line_exit_2(monkeypatch, capsys) -> None:
+    from demixers import cli as demixers_cli
+
+    monkeypatch.setitem(demixers_cli.SUBCOMMANDS, "ghost", ("demixers_no_such_module_xyz", "not installed"))
+    assert main(["ghost"]) == 2
+    assert "`demixers ghost` is not available" in capsys.readouterr().err
+
+
+def test_broken_dependency_of_a_subcommand_is_not_hidden(monkeypatch, tmp_path) -> None:
+    # a module that exists but imports something missing is a bug of the installation: traceback
+    (tmp_path / "demixers_broken_cmd.py").write_text("import demixers_missing_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from demixers import cli as demixers_cli
+
+    monkeypatch.setitem(demixers_cli.SUBCOMMANDS, "broken", ("demixers_broken_cmd", "broken"))
+    with pytest.raises(ModuleNotFoundError, match="demixers_missing_dependency_xyz"):
+        main(["broken"])
+
+
+def test_choosing_a_subcommand_imports_only_its_module() -> None:
+    code = (
+        "import sys\nfrom demixers.cli import SUBCOMMANDS, main\n"
+        "try:\n    main(['push', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m, _ in SUBCOMMANDS.values() if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "['demixers.model_cards.cli']"
+
+
+def test_train_overrides_still_parsed_through_the_lazy_parser() -> None:
+    args = build_parser().parse_args(
+        ["train", "--config", "c.yaml", "--output-dir", "o", "--training.max_steps=3", "--data.dataset", "d"]
+    )
+    assert args.command == "train" and args.config == "c.yaml" and args.output_dir == "o"
+    assert args.overrides == ["--training.max_steps=3", "--data.dataset", "d"]

@@ -19,7 +19,8 @@ import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 # name -> (module implementing it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -78,30 +79,90 @@ class CommandUnavailableError(RuntimeError):
     """A subcommand whose implementation is not part of this installation."""
 
 
+class LazySubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that imports its module and calls ``configure_parser`` only when the
+    subcommand is chosen, so ``demixers --help`` and ``demixers separate ...`` never import the
+    other subcommands (nor what their modules import)."""
+
+    def __init__(
+        self, *args: Any, configure: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._configure = configure
+
+    def configure_now(self) -> None:
+        """Add the subcommand's arguments (once)."""
+        configure, self._configure = self._configure, None
+        if configure is not None:
+            configure(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        if self._configure is not None:
+            self.configure_now()
+            # `configure_parser` may install its own parse_known_args on the instance (`train`)
+            return self.parse_known_args(args, namespace)
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.configure_now()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self.configure_now()
+        return super().format_usage()
+
+
+def add_lazy_subcommands(
+    subparsers: Any, commands: dict[str, tuple[str, str]], handler_key: str, check_key: str | None = None
+) -> dict[str, LazySubcommandParser]:
+    """One `LazySubcommandParser` per ``name -> (module, help)`` (``subparsers`` made with
+    ``parser_class=LazySubcommandParser``); the module's ``configure_parser``
+    and ``run`` (as ``handler_key`` in the namespace) are attached when the name is parsed. A module
+    missing from this installation gives a handler that raises `CommandUnavailableError`. With
+    ``check_key``, a module's ``check_args(args)`` (option combinations, before any model is loaded)
+    is attached under that name."""
+    parsers: dict[str, LazySubcommandParser] = {}
+    for name, (module_name, help_text) in commands.items():
+
+        def configure(parser: argparse.ArgumentParser, module_name: str = module_name) -> None:
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as error:
+                if error.name != module_name:
+                    raise
+                parser.set_defaults(**{handler_key: _unavailable(parser.prog)})
+                return
+            module.configure_parser(parser)
+            parser.set_defaults(**{handler_key: module.run})
+            if check_key is not None and hasattr(module, "check_args"):
+                parser.set_defaults(**{check_key: module.check_args})
+
+        parsers[name] = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            configure=configure,
+        )
+    return parsers
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``demixers`` parser. Subcommands are configured when chosen (see `LazySubcommandParser`):
+    parsing imports only the chosen subcommand's module, and no module imports torch or transformers
+    before ``run``, so help and option errors come back at once."""
     parser = argparse.ArgumentParser(
         prog="demixers",
         description="Audio source separation with Hugging Face models.",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            subparser.set_defaults(handler=_unavailable(name))
-            continue
-        module.configure_parser(subparser)
-        subparser.set_defaults(handler=module.run)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazySubcommandParser)
+    add_lazy_subcommands(subparsers, SUBCOMMANDS, "handler", check_key="check_args")
     return parser
 
 
-def _unavailable(name: str):
+def _unavailable(command: str) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        raise CommandUnavailableError(f"`demixers {name}` is not available in this version of demixers")
+        raise CommandUnavailableError(f"`{command}` is not available in this version of demixers")
 
     return handler
 
@@ -119,6 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = os.environ.get("DEMIXERS_DEBUG", "") not in ("", "0")
     try:
+        check_args = getattr(args, "check_args", None)
+        if check_args is not None:
+            check_args(args)  # option combinations: reported before any model is loaded
         return int(args.handler(args) or 0)
     except (*USER_ERRORS, CommandUnavailableError, *model_file_errors()) as error:
         if debug:

@@ -9,11 +9,43 @@
 
 from __future__ import annotations
 
-from .augment import Augment, DynamicMixing, collate_separation, remix_batch
-from .corpora import CORPORA, Corpus, Item, Layout, detect_corpus, get_corpus, register_corpus
-from .loading import IterableSeparationDataset, SeparationDataset, load_separation_dataset
-from .prepare import InvalidItemsWarning, prepare_corpus
-from .segments import RandomSegmentDataset, SegmentIndex, StreamingSegmentDataset, epoch_rng
+from typing import TYPE_CHECKING
+
+from ..utils.lazy import make_lazy
+
+if TYPE_CHECKING:
+    from .augment import Augment, DynamicMixing, collate_separation, remix_batch
+    from .corpora import CORPORA, Corpus, Item, Layout, detect_corpus, get_corpus, register_corpus
+    from .loading import IterableSeparationDataset, SeparationDataset, load_separation_dataset
+    from .prepare import InvalidItemsWarning, prepare_corpus
+    from .segments import RandomSegmentDataset, SegmentIndex, StreamingSegmentDataset, epoch_rng
+
+# Public names load on first access: `demixers --help` imports this package's cli module.
+make_lazy(
+    __name__,
+    {
+        "Augment": ".augment",
+        "DynamicMixing": ".augment",
+        "collate_separation": ".augment",
+        "remix_batch": ".augment",
+        "CORPORA": ".corpora",
+        "Corpus": ".corpora",
+        "Item": ".corpora",
+        "Layout": ".corpora",
+        "detect_corpus": ".corpora",
+        "get_corpus": ".corpora",
+        "register_corpus": ".corpora",
+        "IterableSeparationDataset": ".loading",
+        "SeparationDataset": ".loading",
+        "load_separation_dataset": ".loading",
+        "InvalidItemsWarning": ".prepare",
+        "prepare_corpus": ".prepare",
+        "RandomSegmentDataset": ".segments",
+        "SegmentIndex": ".segments",
+        "StreamingSegmentDataset": ".segments",
+        "epoch_rng": ".segments",
+    },
+)
 
 __all__ = [
     "CORPORA",

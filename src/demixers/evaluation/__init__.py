@@ -9,26 +9,63 @@
 Nothing here imports transformers; torch and numpy are enough.
 """
 
-from .aggregate import METRICS, aggregate_items, results_to_markdown, write_results
-from .bss_eval import bss_eval, frame_bounds, pad_or_truncate
-from .metrics import (
-    best_permutation,
-    chunk_sdr,
-    csdr,
-    nsdr,
-    pairwise,
-    permutation_invariant,
-    pit_si_sdr,
-    pit_si_snr,
-    sdr_improvement,
-    si_sdr,
-    si_sdr_improvement,
-    si_snr,
-    si_snr_improvement,
-    snr,
-    usdr,
+from typing import TYPE_CHECKING
+
+from ..utils.lazy import make_lazy
+
+if TYPE_CHECKING:
+    from .aggregate import METRICS, aggregate_items, results_to_markdown, write_results
+    from .bss_eval import bss_eval, frame_bounds, pad_or_truncate
+    from .metrics import (
+        best_permutation,
+        chunk_sdr,
+        csdr,
+        nsdr,
+        pairwise,
+        permutation_invariant,
+        pit_si_sdr,
+        pit_si_snr,
+        sdr_improvement,
+        si_sdr,
+        si_sdr_improvement,
+        si_snr,
+        si_snr_improvement,
+        snr,
+        usdr,
+    )
+    from .run import DEFAULT_METRICS, evaluate_item, evaluate_separation
+
+# Public names load on first access: `demixers --help` imports this package's cli module.
+make_lazy(
+    __name__,
+    {
+        "METRICS": ".aggregate",
+        "aggregate_items": ".aggregate",
+        "results_to_markdown": ".aggregate",
+        "write_results": ".aggregate",
+        "bss_eval": ".bss_eval",
+        "frame_bounds": ".bss_eval",
+        "pad_or_truncate": ".bss_eval",
+        "best_permutation": ".metrics",
+        "chunk_sdr": ".metrics",
+        "csdr": ".metrics",
+        "nsdr": ".metrics",
+        "pairwise": ".metrics",
+        "permutation_invariant": ".metrics",
+        "pit_si_sdr": ".metrics",
+        "pit_si_snr": ".metrics",
+        "sdr_improvement": ".metrics",
+        "si_sdr": ".metrics",
+        "si_sdr_improvement": ".metrics",
+        "si_snr": ".metrics",
+        "si_snr_improvement": ".metrics",
+        "snr": ".metrics",
+        "usdr": ".metrics",
+        "DEFAULT_METRICS": ".run",
+        "evaluate_item": ".run",
+        "evaluate_separation": ".run",
+    },
 )
-from .run import DEFAULT_METRICS, evaluate_item, evaluate_separation
 
 __all__ = [
     "DEFAULT_METRICS",

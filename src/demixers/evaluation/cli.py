@@ -57,9 +57,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
+def check_args(args: argparse.Namespace) -> None:
+    """Option errors, raised (one line, exit 2) right after parsing, before the model is loaded."""
+    from ..pipelines.cli import check_chunk_options
+
     if args.max_items is not None and args.max_items < 1:
         raise ValueError(f"--max-items must be positive, got {args.max_items}")
+    check_chunk_options(args.segment, args.overlap, args.batch_size, args.shifts)
+
+
+def run(args: argparse.Namespace) -> int:
+    check_args(args)  # also when called without `demixers.cli.main`
     import numpy as np
     from transformers import pipeline
     from transformers.utils import logging as transformers_logging

@@ -1,40 +1,44 @@
 """The model families: one self-contained folder each (configuration_, modeling_ and converters).
 
 `MODEL_FAMILIES` lists every family's (config class, model class); ``demixers`` registers them with
-the transformers Auto classes when it is imported.
+the transformers Auto classes on first use (`demixers.registration`). It is built on first access,
+so importing one family (or ``demixers.modeling.convert_cli``) does not import the others.
 """
 
 from __future__ import annotations
 
-from transformers import PretrainedConfig, PreTrainedModel
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .conv_tasnet import ConvTasNetConfig, ConvTasNetForSourceSeparation
-from .demucs import (
-    DemucsBagConfig,
-    DemucsBagForSourceSeparation,
-    DemucsConfig,
-    DemucsForSourceSeparation,
-    HDemucsConfig,
-    HDemucsForSourceSeparation,
-    HTDemucsConfig,
-    HTDemucsForSourceSeparation,
-)
-from .dprnn_tasnet import DPRNNTasNetConfig, DPRNNTasNetForSourceSeparation
-from .dttnet import DTTNetConfig, DTTNetForSourceSeparation
-from .mossformer import MossFormerConfig, MossFormerForSourceSeparation
-from .stacked_hourglass import StackedHourglassConfig, StackedHourglassForSourceSeparation
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
-# (config class, model class) of every family; a family's config.model_type is its registry key.
-MODEL_FAMILIES: tuple[tuple[type[PretrainedConfig], type[PreTrainedModel]], ...] = (
-    (MossFormerConfig, MossFormerForSourceSeparation),
-    (DemucsConfig, DemucsForSourceSeparation),
-    (HDemucsConfig, HDemucsForSourceSeparation),
-    (HTDemucsConfig, HTDemucsForSourceSeparation),
-    (DemucsBagConfig, DemucsBagForSourceSeparation),
-    (ConvTasNetConfig, ConvTasNetForSourceSeparation),
-    (DPRNNTasNetConfig, DPRNNTasNetForSourceSeparation),
-    (DTTNetConfig, DTTNetForSourceSeparation),
-    (StackedHourglassConfig, StackedHourglassForSourceSeparation),
+    MODEL_FAMILIES: tuple[tuple[type[PretrainedConfig], type[PreTrainedModel]], ...]
+
+# (family package, config class, model class) of every family, in registration order; a family's
+# config.model_type is its registry key.
+_FAMILY_CLASSES: tuple[tuple[str, str, str], ...] = (
+    ("mossformer", "MossFormerConfig", "MossFormerForSourceSeparation"),
+    ("demucs", "DemucsConfig", "DemucsForSourceSeparation"),
+    ("demucs", "HDemucsConfig", "HDemucsForSourceSeparation"),
+    ("demucs", "HTDemucsConfig", "HTDemucsForSourceSeparation"),
+    ("demucs", "DemucsBagConfig", "DemucsBagForSourceSeparation"),
+    ("conv_tasnet", "ConvTasNetConfig", "ConvTasNetForSourceSeparation"),
+    ("dprnn_tasnet", "DPRNNTasNetConfig", "DPRNNTasNetForSourceSeparation"),
+    ("dttnet", "DTTNetConfig", "DTTNetForSourceSeparation"),
+    ("stacked_hourglass", "StackedHourglassConfig", "StackedHourglassForSourceSeparation"),
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name != "MODEL_FAMILIES":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    families = []
+    for package, config_name, model_name in _FAMILY_CLASSES:
+        module = importlib.import_module(f".{package}", __name__)
+        families.append((getattr(module, config_name), getattr(module, model_name)))
+    globals()["MODEL_FAMILIES"] = value = tuple(families)
+    return value
+
 
 __all__ = ["MODEL_FAMILIES"]

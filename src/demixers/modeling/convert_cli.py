@@ -8,7 +8,6 @@ reading, key mapping, and an output writer that replaces only the files it write
 from __future__ import annotations
 
 import argparse
-import importlib
 
 CONVERTERS: dict[str, tuple[str, str]] = {
     "modelscope-mossformer": (
@@ -44,18 +43,15 @@ CONVERTERS: dict[str, tuple[str, str]] = {
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    formats = parser.add_subparsers(dest="converter", metavar="FORMAT", required=True)
-    for name, (module_name, help_text) in CONVERTERS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        subparser = formats.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(subparser)
+    """One sub-command per converter; a converter's module (torch, its family) is imported only
+    when it is chosen, so ``demixers convert --help`` stays light."""
+    from ..cli import LazySubcommandParser, add_lazy_subcommands
+
+    formats = parser.add_subparsers(
+        dest="converter", metavar="FORMAT", required=True, parser_class=LazySubcommandParser
+    )
+    for subparser in add_lazy_subcommands(formats, CONVERTERS, "convert_handler").values():
         _add_push_arguments(subparser)
-        subparser.set_defaults(convert_handler=module.run)
 
 
 def _add_push_arguments(parser: argparse.ArgumentParser) -> None:

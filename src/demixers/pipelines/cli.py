@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import re
 import shutil
@@ -172,6 +173,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the --shifts offsets (default: 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file messages")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Option errors of ``demixers separate``, raised (ValueError: one line, exit 2) right after
+    parsing: before the model is loaded and without importing torch or transformers."""
+    _check_format(args.format, args.bit_depth)
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise NotADirectoryError(f"{args.output_dir}: the output path exists and is not a directory")
+    check_chunk_options(args.segment, args.overlap, args.batch_size, args.shifts)
+
+
+def check_chunk_options(
+    segment: float | None, overlap: float | None, batch_size: int | None, shifts: int | None
+) -> None:
+    """The chunking options' ranges that need no model (the same rules and words as
+    `resolve_chunk_settings`, which checks them again with the model's defaults)."""
+    if segment is not None and not (math.isfinite(segment) and segment > 0):
+        raise ValueError(f"segment must be > 0 seconds, got {segment!r}")
+    if overlap is not None and not (math.isfinite(overlap) and 0.0 <= overlap < 1.0):
+        raise ValueError(f"overlap must be a fraction in [0, 1), got {overlap!r}")
+    for name, value, minimum in (("batch_size", batch_size, 1), ("shifts", shifts, 0)):
+        if value is not None and value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
 def run(args: argparse.Namespace) -> int:

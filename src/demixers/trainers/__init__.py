@@ -12,8 +12,27 @@ Heavy imports (accelerate, datasets) happen inside the functions that need them.
 
 from __future__ import annotations
 
-from .config import ConfigError, load_config
-from .losses import SeparationLoss, compute_loss, pairwise_si_snr, si_snr_loss, waveform_loss
+from typing import TYPE_CHECKING
+
+from ..utils.lazy import make_lazy
+
+if TYPE_CHECKING:
+    from .config import ConfigError, load_config
+    from .losses import SeparationLoss, compute_loss, pairwise_si_snr, si_snr_loss, waveform_loss
+
+# Public names load on first access: `demixers --help` imports this package's cli module.
+make_lazy(
+    __name__,
+    {
+        "ConfigError": ".config",
+        "load_config": ".config",
+        "SeparationLoss": ".losses",
+        "compute_loss": ".losses",
+        "pairwise_si_snr": ".losses",
+        "si_snr_loss": ".losses",
+        "waveform_loss": ".losses",
+    },
+)
 
 __all__ = [
     "ConfigError",
