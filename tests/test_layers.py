@@ -10,9 +10,10 @@ Layers, bottom to top (a module may import from its own package and from lower l
 2. ``evaluation`` (metrics and their aggregation), ``datasets_scripts`` (corpora).
 3. ``model_cards`` (render evaluation results), ``pipelines`` (inference).
 4. ``trainers``.
-5. Commands: ``cli``, ``demo``, ``build_default_model``, ``__main__``, the package's ``__init__`` (it
-   registers the families and the pipeline task), and every ``cli.py`` (or ``<name>_cli.py``, such
-   as ``modeling/convert_cli.py``) module of a package (a command wires the layers together).
+5. Commands: ``cli``, ``demo``, ``build_default_model``, ``__main__``, the package's ``__init__`` and
+   ``registration`` (they register the families and the pipeline task), and every ``cli.py`` (or
+   ``<name>_cli.py``, such as ``modeling/convert_cli.py``) module of a package (a command wires the
+   layers together).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ LAYERS: dict[str, int] = {
     "build_default_model": 5,
     "__main__": 5,
     "__init__": 5,
+    "registration": 5,
 }
 COMMAND_LAYER = 5
 
