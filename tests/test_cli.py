@@ -14,9 +14,10 @@ def test_help_lists_every_subcommand(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in ("separate", "convert", "prepare", "train", "evaluate", "push"):
+    commands = ("separate", "convert", "prepare", "train", "evaluate", "push", "models", "download", "publish")
+    for name in commands:
         assert name in out
-    assert set(SUBCOMMANDS) == {"separate", "convert", "prepare", "train", "evaluate", "push"}
+    assert set(SUBCOMMANDS) == set(commands)
 
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))

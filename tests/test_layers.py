@@ -9,7 +9,8 @@ Layers, bottom to top (a module may import from its own package and from lower l
    ``bundled``.
 2. ``evaluation`` (metrics and their aggregation), ``datasets_scripts`` (corpora).
 3. ``model_cards`` (render evaluation results), ``pipelines`` (inference).
-4. ``trainers``.
+4. ``trainers``; ``catalogue`` (official checkpoints by name: runs the converters, renders model
+   cards; its ``*_cli.py`` modules are commands).
 5. Commands: ``cli``, ``demo``, ``build_default_model``, ``__main__``, the package's ``__init__`` and
    ``registration`` (they register the families and the pipeline task), and every ``cli.py`` (or
    ``<name>_cli.py``, such as ``modeling/convert_cli.py``) module of a package (a command wires the
@@ -37,6 +38,7 @@ LAYERS: dict[str, int] = {
     "model_cards": 3,
     "pipelines": 3,
     "trainers": 4,
+    "catalogue": 4,
     "cli": 5,
     "demo": 5,
     "build_default_model": 5,

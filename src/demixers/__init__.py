@@ -28,6 +28,7 @@ _LAZY_NAMES: dict[str, str] = {
     "AudioSourceSeparationPipeline": ".pipelines.audio_source_separation",
     "SourceSeparationFeatureExtractor": ".feature_extraction_separation",
     "register_model_family": ".registration",
+    "resolve_model": ".catalogue.resolve",
     **dict.fromkeys(
         ("ConvTasNetConfig", "ConvTasNetForSourceSeparation", "ConvTasNetSourceSeparationOutput"),
         ".modeling.conv_tasnet",
@@ -68,6 +69,7 @@ _LAZY_NAMES: dict[str, str] = {
 }
 
 if TYPE_CHECKING:
+    from .catalogue.resolve import resolve_model
     from .feature_extraction_separation import SourceSeparationFeatureExtractor
     from .modeling import MODEL_FAMILIES
     from .modeling.conv_tasnet import (
@@ -111,7 +113,7 @@ def __getattr__(name: str) -> Any:
     if module_name is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(module_name, __name__), name)
-    if module_name != ".registration":
+    if module_name not in (".registration", ".catalogue.resolve"):
         # a family class in hand means transformers is loaded: register now, so that e.g.
         # `AutoModel.from_config(demixers.MossFormerConfig())` finds it whatever was read before
         registration.ensure_registered()
@@ -156,4 +158,5 @@ __all__ = [
     "StackedHourglassForSourceSeparation",
     "StackedHourglassSourceSeparationOutput",
     "register_model_family",
+    "resolve_model",
 ]

@@ -30,6 +30,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("demixers.trainers.cli", "train or fine-tune a model from a YAML recipe"),
     "evaluate": ("demixers.evaluation.cli", "evaluate a model on a dataset split"),
     "push": ("demixers.model_cards.cli", "push a model folder with a generated model card to the Hub"),
+    "models": ("demixers.catalogue.models_cli", "list the official checkpoints loadable by name (-m NAME)"),
+    "download": (
+        "demixers.catalogue.download_cli",
+        "download, verify, convert and cache official checkpoints",
+    ),
+    "publish": (
+        "demixers.catalogue.publish_cli",
+        "convert official checkpoints and push them to a Hub organisation",
+    ),
 }
 
 # Errors that mean "the user asked for something wrong": reported as one line, no traceback.

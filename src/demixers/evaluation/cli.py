@@ -83,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_device(args.device)
     transformers_logging.disable_progress_bar()  # stderr is for our progress bar and one-line errors
+    from ..catalogue.resolve import resolve_model_id
+
+    model_path = resolve_model_id(str(args.model))  # a catalogue alias -> its verified, converted folder
     try:
-        separator = pipeline(demixers.PIPELINE_TASK, model=args.model, device=args.device)
+        separator = pipeline(demixers.PIPELINE_TASK, model=model_path, device=args.device)
     except model_load_errors() as error:
         raise ValueError(f"could not load model {args.model!r}: {first_line(error)}") from None
     config = separator.model.config

@@ -360,7 +360,10 @@ def _load_pipeline(model_id: str, device: str) -> Any:
     from transformers import pipeline
     from transformers.utils import logging as transformers_logging
 
+    from ..catalogue.resolve import resolve_model_id
+
     transformers_logging.disable_progress_bar()  # keep stderr for our progress bar and errors
+    model_id = resolve_model_id(model_id)  # a catalogue alias -> its verified, converted folder
     try:
         return pipeline("audio-source-separation", model=model_id, device=device)
     except model_load_errors() as error:
