@@ -14,7 +14,17 @@ def test_help_lists_every_subcommand(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    commands = ("separate", "convert", "prepare", "train", "evaluate", "push", "models", "download", "publish")
+    commands = (
+        "separate",
+        "convert",
+        "prepare",
+        "train",
+        "evaluate",
+        "push",
+        "models",
+        "download",
+        "publish",
+    )
     for name in commands:
         assert name in out
     assert set(SUBCOMMANDS) == set(commands)
