@@ -115,7 +115,10 @@ def test_first_load_downloads_verifies_converts_and_the_second_makes_no_request(
 
 
 def test_bag_of_two_and_the_models_listing(
-    catalogue_env: Catalogue, file_server: LoopbackFileServer, capsys: pytest.CaptureFixture[str]
+    catalogue_env: Catalogue,
+    releases: ReleaseSet,
+    file_server: LoopbackFileServer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
@@ -131,6 +134,11 @@ def test_bag_of_two_and_the_models_listing(
     assert main(["models"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("htdemucs_ft "))
     assert row.split()[-1] == "converted"
+
+    assert main(["models", "--json"]) == 0
+    row = next(item for item in json.loads(capsys.readouterr().out) if item["alias"] == "htdemucs_ft")
+    served = [len(releases.files[_demucs_file_path(releases, "htdemucs_ft", index)]) for index in (0, 1)]
+    assert row["size"] == sum(served) and row["cached"] == "converted"
 
     assert main(["models", "--details"]) == 0
     details = capsys.readouterr().out
@@ -275,6 +283,8 @@ def test_a_diffq_release_is_refused_with_the_reason(
     ):
         resolve_model("mdx_q")
     assert main(["download", "mdx_q"]) == 1
+    assert "mdx_q cannot be loaded: DiffQ" in capsys.readouterr().err
+    assert main(["evaluate", "-m", "mdx_q", "--dataset", "no-such-dataset"]) == 2  # evaluate resolves too
     assert "mdx_q cannot be loaded: DiffQ" in capsys.readouterr().err
     assert main(["download", "htdemucs_fx"]) == 2  # unknown alias: a usage error with a suggestion
     assert "did you mean htdemucs_ft" in capsys.readouterr().err

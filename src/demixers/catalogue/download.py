@@ -339,24 +339,26 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def cached_file(release_file: ReleaseFile) -> Path | None:
+    """The cached copy of a file, or None (no request is made)."""
+    if release_file.on_hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(
+            str(release_file.hub_repo_id),
+            str(release_file.hub_filename),
+            revision=release_file.hub_revision,
+        )
+        return Path(found) if isinstance(found, str) else None
+    path = download_path(release_file)
+    return path if path.is_file() else None
+
+
 def is_downloaded(entry: CatalogueEntry) -> bool:
     """Whether every file of ``entry`` is in the cache (no request is made)."""
     if entry.refused or not entry.files:
         return False
-    for release_file in entry.files:
-        if release_file.on_hub:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(
-                str(release_file.hub_repo_id),
-                str(release_file.hub_filename),
-                revision=release_file.hub_revision,
-            )
-            if not isinstance(found, str):
-                return False
-        elif not download_path(release_file).is_file():
-            return False
-    return True
+    return all(cached_file(release_file) is not None for release_file in entry.files)
 
 
 __all__ = [
@@ -364,6 +366,7 @@ __all__ = [
     "ChecksumError",
     "OfflineError",
     "cache_root",
+    "cached_file",
     "effective_url",
     "fetch_release",
     "is_downloaded",

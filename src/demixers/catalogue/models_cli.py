@@ -32,6 +32,21 @@ def human_size(size: int | None) -> str:
     return f"{size} B"  # unreachable
 
 
+def known_size(entry: Any) -> int | None:
+    """The catalogue's download size, else the size of the cached downloads (when all are cached)."""
+    if entry.download_size is not None:
+        return entry.download_size
+    from .download import cached_file
+
+    total = 0
+    for release_file in entry.files:
+        path = cached_file(release_file)
+        if path is None:
+            return None
+        total += path.stat().st_size
+    return total or None
+
+
 def cache_status(entry: Any) -> str:
     from .download import is_downloaded
     from .resolve import is_converted
@@ -53,7 +68,7 @@ def rows() -> list[dict[str, Any]]:
             "family": entry.family,
             "sources": list(entry.sources),
             "sampling_rate": entry.sampling_rate,
-            "size": entry.download_size,
+            "size": known_size(entry),
             "score": entry.score_text(),
             "cached": cache_status(entry),
             "license": entry.license,

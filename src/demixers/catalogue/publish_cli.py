@@ -67,11 +67,11 @@ def card_options(entry: Any, repo_id: str) -> dict[str, Any]:
         lines.append(f"  - `{item.source}` ({item.checksum_status})")
     if entry.score:
         reference = entry.score.get("reference")
+        caveat = "; not verified offline" if "score" in entry.unverified else ""
         lines.append(
-            f"- **Published score:** {entry.score['metric']} {entry.score['value']} dB on "
-            f"{entry.score.get('dataset', '?')}"
-            + (f" ({reference})" if reference else "")
-            + (" — not re-measured here" if "score" not in entry.unverified else " — not verified offline")
+            f"- **Published score (by the original authors, not re-measured here):** {entry.score['metric']} "
+            f"{entry.score['value']} dB on {entry.score.get('dataset', '?')}"
+            + (f" ({reference}{caveat})" if reference else "")
         )
     lines.append(f"- **Conversion parity:** {entry.parity or 'no parity figure on record'}")
     if entry.citation:
