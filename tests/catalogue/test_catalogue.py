@@ -26,7 +26,7 @@ import torch
 import demixers
 from demixers.catalogue import resolve as resolve_module
 from demixers.catalogue.download import download_path, effective_url
-from demixers.catalogue.resolve import SOURCE_RECORD, converted_path, prepare, resolve_model, use_catalogue
+from demixers.catalogue.resolve import SOURCE_RECORD, converted_path, resolve_model, use_catalogue
 from demixers.catalogue.schema import Catalogue, CatalogueEntry
 from demixers.cli import main
 from tests.catalogue.file_server import LoopbackFileServer
@@ -192,6 +192,25 @@ def test_checksum_mismatch_deletes_the_download_and_names_alias_url_and_digests(
     final = download_path(CatalogueEntry.from_dict(entry).files[0])
     assert not final.exists() and not final.with_name(final.name + ".part").exists()
     assert not converted_path(CatalogueEntry.from_dict(entry)).exists()
+
+
+def test_a_file_that_does_not_match_the_published_prefix_is_deleted(
+    catalogue_env: Catalogue, releases: ReleaseSet, file_server: LoopbackFileServer
+) -> None:
+    path = _demucs_file_path(releases, "htdemucs")
+    prefix = path.rsplit("-", 1)[1].removesuffix(".th")
+    tampered = bytearray(releases.files[path])
+    tampered[len(tampered) // 2] ^= 0xFF  # one byte changed on the server
+    file_server.add(path, bytes(tampered))
+    try:
+        with pytest.raises(ValueError, match=rf"expected sha256 {prefix}\.\.\. \(published prefix\), got "):
+            resolve_model("htdemucs", quiet=True)
+    finally:
+        file_server.add(path, releases.files[path])
+    final = download_path(catalogue_env["htdemucs"].files[0])
+    assert not final.exists() and not final.with_name(final.name + ".part").exists()
+    resolve_model("htdemucs", quiet=True)  # the next attempt downloads again and succeeds
+    assert len(file_server.requests_for(path)) == 2
 
 
 def test_a_truncated_download_is_resumed_with_a_range_request(
@@ -469,4 +488,3 @@ def test_a_new_converter_version_gives_a_new_cache_key(
     before = converted_path(entry)
     monkeypatch.setattr(resolve_module, "converter_version", lambda name: "changed")
     assert converted_path(entry) != before and converted_path(entry).parent == before.parent
-    assert prepare is resolve_module.prepare
