@@ -4,8 +4,8 @@ It stands in for the original hosts (dl.fbaipublicfiles.com, modelscope.cn): fil
 original URL paths (query included: ModelScope names the file in the query), and the catalogue
 reaches them through ``DEMIXERS_MIRROR_URL``. It answers ``GET``/``HEAD`` with ``Content-Length``,
 single ``Range: bytes=N-`` requests (206, or 416 past the end), logs every request for assertions
-(``requests``), and can cut the connection once in the middle of a file (``cut_after``) to test
-resumed downloads.
+(``requests``), can cut the connection once in the middle of a file (``cut_after``) to test
+resumed downloads, and pause halfway through a file (``pause_midway``) to test concurrent ones.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,6 +25,7 @@ class LoopbackFileServer:
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.cut_after: dict[str, int] = {}  # path -> bytes sent before the connection is cut (once)
+        self.pause_midway: dict[str, float] = {}  # path -> seconds to pause halfway through the file
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -67,6 +69,7 @@ class LoopbackFileServer:
                     server.requests.append((self.command, self.path, range_header))
                     data = server.files.get(self.path)
                     cut = server.cut_after.pop(self.path, None) if body else None
+                    pause = server.pause_midway.get(self.path, 0.0)
                 if data is None:
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
@@ -98,6 +101,11 @@ class LoopbackFileServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)  # mid-file, as a dropped connection
                     return
+                if pause:
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.wfile.flush()
+                    time.sleep(pause)
+                    payload = payload[len(payload) // 2 :]
                 self.wfile.write(payload)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -261,6 +261,43 @@ def test_concurrent_downloads_of_one_alias_share_one_download(
     assert leftovers == []
 
 
+def test_concurrent_processes_downloading_one_file_do_not_corrupt_the_cache(
+    catalogue_env: Catalogue, releases: ReleaseSet, file_server: LoopbackFileServer
+) -> None:
+    path = _demucs_file_path(releases, "htdemucs")
+    release_file = catalogue_env["htdemucs"].files[0]
+    spec = {"url": release_file.url, "sha256_prefix": release_file.sha256_prefix}
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from demixers.catalogue.download import fetch_url_file
+        from demixers.catalogue.schema import ReleaseFile
+
+        print("PATH", fetch_url_file("htdemucs", ReleaseFile.from_dict("htdemucs", json.loads(sys.argv[1]))))
+        """
+    )
+    file_server.pause_midway[path] = 1.5  # the first download is still running when the others start
+    try:
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for _ in range(3)
+        ]
+        outputs = [process.communicate(timeout=120) for process in processes]
+    finally:
+        file_server.pause_midway.pop(path, None)
+    assert all(process.returncode == 0 for process in processes), [err.decode()[-2000:] for _, err in outputs]
+    paths = {out.decode().split("PATH ", 1)[1].strip() for out, _ in outputs}
+    assert len(paths) == 1
+    final = Path(paths.pop())
+    assert final.read_bytes() == releases.files[path]
+    assert len(file_server.requests_for(path)) == 1  # the others waited for the lock, then used the file
+    assert not final.with_name(final.name + ".part").exists()
+
+
 # -- offline, refused -----------------------------------------------------------------------------------
 
 
