@@ -183,7 +183,7 @@ def _fetch_to_partial(alias: str, url: str, partial: Path, quiet: bool) -> None:
                     _progress(total, start if resumed else 0, partial.name[:-5], quiet) as bar,
                 ):
                     _stream(response, output, bar)
-            except (http.client.IncompleteRead, ConnectionError, TimeoutError, OSError) as error:
+            except (http.client.IncompleteRead, ConnectionError, TimeoutError) as error:
                 last_error = error  # the bytes received so far stay in `partial`: resume them
                 continue
         if total is not None and partial.stat().st_size < total:
@@ -193,8 +193,9 @@ def _fetch_to_partial(alias: str, url: str, partial: Path, quiet: bool) -> None:
     raise OSError(f"{alias}: downloading {url} failed after {MAX_ATTEMPTS} attempts: {last_error}")
 
 
-def _modelscope_sha256(alias: str, release_file: ReleaseFile) -> str:
-    """The SHA-256 ModelScope's file listing publishes for this file (recorded next to it once read)."""
+def _modelscope_sha256(alias: str, release_file: ReleaseFile, listings: dict[str, Any] | None) -> str:
+    """The SHA-256 ModelScope's file listing publishes for this file (``listings`` caches the
+    listings read during one release's download: one request for all its files)."""
     parts = urlsplit(str(release_file.url))
     query = parse_qs(parts.query)
     revision = (query.get("Revision") or ["master"])[0]
@@ -204,12 +205,16 @@ def _modelscope_sha256(alias: str, release_file: ReleaseFile) -> str:
         (parts.scheme, parts.netloc, listing_path, f"Revision={quote(revision)}&Recursive=true", "")
     )
     url = effective_url(listing_url)
-    try:
-        with _open(url, 0) as response:
-            listing = json.loads(response.read(16 << 20))
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        raise OSError(f"{alias}: reading ModelScope's file listing {url} failed: {error}") from None
-    files = ((listing or {}).get("Data") or {}).get("Files") or []
+    listing = None if listings is None else listings.get(url)
+    if listing is None:
+        try:
+            with _open(url, 0) as response:
+                listing = json.loads(response.read(16 << 20))
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            raise OSError(f"{alias}: reading ModelScope's file listing {url} failed: {error}") from None
+        if listings is not None:
+            listings[url] = listing
+    files = ((listing if isinstance(listing, dict) else {}).get("Data") or {}).get("Files") or []
     for item in files:
         if isinstance(item, dict) and item.get("Path") == file_path:
             digest = str(item.get("Sha256") or "").lower()
@@ -218,25 +223,18 @@ def _modelscope_sha256(alias: str, release_file: ReleaseFile) -> str:
     raise ValueError(f"{alias}: ModelScope's file listing {url} gives no sha256 for {file_path!r}")
 
 
-def _expected_sha256(alias: str, release_file: ReleaseFile, final: Path) -> str | None:
+def _expected_sha256(alias: str, release_file: ReleaseFile, listings: dict[str, Any] | None) -> str | None:
     """The full digest to check, or None when only the published prefix is known."""
     if release_file.sha256:
         return release_file.sha256
     if release_file.checksum_from == "modelscope":
-        recorded = final.with_name(final.name + ".sha256")
-        if recorded.is_file():
-            return recorded.read_text().strip()
-        if is_offline():
-            raise OfflineError(f"{alias}: {final.name} is not in the cache and HF_HUB_OFFLINE is set")
-        digest = _modelscope_sha256(alias, release_file)
-        tmp = recorded.with_name(recorded.name + f".{os.getpid()}.tmp")
-        tmp.write_text(digest + "\n")
-        os.replace(tmp, recorded)
-        return digest
+        return _modelscope_sha256(alias, release_file, listings)
     return None
 
 
-def fetch_url_file(alias: str, release_file: ReleaseFile, *, quiet: bool = False) -> Path:
+def fetch_url_file(
+    alias: str, release_file: ReleaseFile, *, quiet: bool = False, listings: dict[str, Any] | None = None
+) -> Path:
     """The verified local copy of a non-Hub file (downloaded, resumed and verified when needed)."""
     final = download_path(release_file)
     with file_lock(final):
@@ -247,7 +245,7 @@ def fetch_url_file(alias: str, release_file: ReleaseFile, *, quiet: bool = False
                 f"{alias}: {release_file.path} is not in the cache and HF_HUB_OFFLINE is set "
                 f"(run `demixers download {alias}` online first)"
             )
-        expected = _expected_sha256(alias, release_file, final)
+        expected = _expected_sha256(alias, release_file, listings)
         partial = final.with_name(final.name + ".part")
         url = effective_url(str(release_file.url))
         _fetch_to_partial(alias, url, partial, quiet)
@@ -310,11 +308,12 @@ def fetch_release(entry: CatalogueEntry, folder: Path, *, quiet: bool = False) -
         raise ValueError(f"{entry.alias} cannot be loaded: {entry.refused}")
     folder.mkdir(parents=True, exist_ok=True)
     digests: dict[str, str] = {}
+    listings: dict[str, Any] = {}
     for release_file in entry.files:
         local = (
             fetch_hub_file(entry.alias, release_file, quiet=quiet)
             if release_file.on_hub
-            else fetch_url_file(entry.alias, release_file, quiet=quiet)
+            else fetch_url_file(entry.alias, release_file, quiet=quiet, listings=listings)
         )
         target = folder / release_file.path
         target.parent.mkdir(parents=True, exist_ok=True)
