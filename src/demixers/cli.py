@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("demixers.trainers.cli", "train or fine-tune a model from a YAML recipe"),
     "evaluate": ("demixers.evaluation.cli", "evaluate a model on a dataset split"),
     "push": ("demixers.model_cards.cli", "push a model folder with a generated model card to the Hub"),
+    "web": ("demixers.web.cli", "serve a web page to separate audio in the browser (demixers[web])"),
 }
 
 # Errors that mean "the user asked for something wrong": reported as one line, no traceback.
