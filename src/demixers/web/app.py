@@ -161,7 +161,12 @@ class SeparationApp:
                     gr.update(value=image, label=label),
                 ]
             else:
-                updates += [gr.update(visible=False), gr.update(value=None), gr.update(value=None), gr.update(value=None)]
+                updates += [
+                    gr.update(visible=False),
+                    gr.update(value=None),
+                    gr.update(value=None),
+                    gr.update(value=None),
+                ]
         return updates
 
     # -- model card --------------------------------------------------------------------------------
@@ -180,7 +185,9 @@ class SeparationApp:
 
 def escape_markdown(text: str) -> str:
     """``text`` shown literally in markdown (paths and messages hold ``_``, ``*``, ``<``...)."""
-    return "".join(f"\\{character}" if character in "\\`*_{}[]<>()#+-.!|~" else character for character in text)
+    return "".join(
+        f"\\{character}" if character in "\\`*_{}[]<>()#+-.!|~" else character for character in text
+    )
 
 
 def _whole(value: float, name: str) -> int:
@@ -240,7 +247,11 @@ def build_app(
                 run = gr.Button("Separate", variant="primary", elem_id="separate")
                 status = gr.Markdown(elem_id="status")
                 mixture_image = gr.Image(
-                    type="filepath", label="mixture", visible=False, interactive=False, elem_id="mixture-image"
+                    type="filepath",
+                    label="mixture",
+                    visible=False,
+                    interactive=False,
+                    elem_id="mixture-image",
                 )
                 zip_button = gr.DownloadButton("Download all stems (zip)", visible=False, elem_id="zip")
                 slots: list[Any] = []

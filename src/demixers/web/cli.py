@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     page = build_app(models=args.model, device=device)
     page.queue()
     page.launch(
-        server_name=args.host, server_port=args.port, share=args.share, show_error=False, **launch_options(page)
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        show_error=False,
+        **launch_options(page),
     )
     return 0

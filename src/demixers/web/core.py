@@ -214,10 +214,12 @@ def zip_stems(stems: Sequence[Stem], path: str | os.PathLike[str]) -> Path:
     from ..utils.files import atomic_output
 
     path = Path(path)
-    with atomic_output(path, suffix=".zip") as temporary:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for stem in stems:
-                archive.write(stem.path, arcname=stem.path.name)
+    with (
+        atomic_output(path, suffix=".zip") as temporary,
+        zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive,
+    ):
+        for stem in stems:
+            archive.write(stem.path, arcname=stem.path.name)
     return path
 
 
@@ -396,7 +398,9 @@ def score_if_example(mixture_path: str | os.PathLike[str], result: SeparationRes
     from ..demo import score_against_references
 
     mixture, _ = soundfile.read(example.mixture, dtype="float32", always_2d=True)
-    references = np.stack([soundfile.read(p, dtype="float32", always_2d=True)[0].T for p in example.references])
+    references = np.stack(
+        [soundfile.read(p, dtype="float32", always_2d=True)[0].T for p in example.references]
+    )
     estimates = np.stack([soundfile.read(s.path, dtype="float32", always_2d=True)[0].T for s in result.stems])
     if estimates.shape != references.shape:
         return None
@@ -467,7 +471,9 @@ class ResultFolders:
     """One fresh folder per request under ``root``; those older than ``keep_seconds`` are removed
     when a new one is made (a long-running Space must not fill its disk)."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, keep_seconds: float = KEEP_RESULTS_SECONDS):
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, keep_seconds: float = KEEP_RESULTS_SECONDS
+    ):
         self.root = Path(root) if root is not None else Path(tempfile.gettempdir()) / "demixers-web"
         self.keep_seconds = keep_seconds
 
