@@ -249,6 +249,8 @@ def build_app(
                 mixture_image = gr.Image(
                     type="filepath",
                     label="mixture",
+                    show_label=False,  # the figure carries its title
+                    buttons=["download", "fullscreen"],
                     visible=False,
                     interactive=False,
                     elem_id="mixture-image",
@@ -257,9 +259,20 @@ def build_app(
                 slots: list[Any] = []
                 for index in range(MAX_STEMS):
                     with gr.Group(visible=False, elem_id=f"stem-{index}") as group:
-                        player = gr.Audio(type="filepath", interactive=False, elem_id=f"stem-audio-{index}")
+                        player = gr.Audio(
+                            type="filepath",
+                            interactive=False,
+                            buttons=["download"],
+                            elem_id=f"stem-audio-{index}",
+                        )
                         download = gr.DownloadButton("Download", elem_id=f"stem-download-{index}")
-                        image = gr.Image(type="filepath", interactive=False, elem_id=f"stem-image-{index}")
+                        image = gr.Image(
+                            type="filepath",
+                            interactive=False,
+                            show_label=False,
+                            buttons=["download", "fullscreen"],
+                            elem_id=f"stem-image-{index}",
+                        )
                     slots += [group, player, download, image]
             with gr.Column(scale=2), gr.Accordion("Model card", open=True):
                 card = gr.Markdown(elem_id="model-card")
