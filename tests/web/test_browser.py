@@ -13,7 +13,6 @@ package (the ``test`` extra). Without them the test skips, except under ``CI=tru
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -177,7 +176,7 @@ def _wait_for_players(driver: Any, duration: str, count: int = 2) -> None:
 
 @pytest.mark.slow
 def test_the_page_separates_uploads_and_reports_bad_files(
-    browser: Any, downloads: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    server: str, browser: Any, downloads: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
     driver = browser
     _wait(lambda: "default_speech_8k" in _text(driver, "#model-card"), 60, "the model card")
@@ -205,8 +204,11 @@ def test_the_page_separates_uploads_and_reports_bad_files(
     with capsys.disabled():  # shown even when pytest captures output
         print(f"\nscreenshot of the web demo: {screenshot}")
     if os.environ.get("DEMIXERS_UPDATE_README_SCREENSHOT") == "1":
+        from PIL import Image
+
         (REPO_ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copyfile(screenshot, REPO_ROOT / "docs" / "web_demo.png")
+        with Image.open(screenshot) as image:  # 256 colours: a third of the size, same look
+            image.convert("RGB").quantize(256).save(REPO_ROOT / "docs" / "web_demo.png", optimize=True)
 
     # 2. an upload at another rate and channel count: stems at the input's rate and length
     upload = write_mixture(tmp_path / "upload_16k.wav", seconds=3.0, sampling_rate=16000, channels=2)
@@ -240,3 +242,8 @@ def test_the_page_separates_uploads_and_reports_bad_files(
     assert status.startswith("Error: not_audio.wav: not a readable audio file"), status
     assert "Traceback" not in driver.page_source
     assert _visible_stems(driver) == []
+
+    # the page itself never reached beyond this machine (fonts, scripts, analytics)
+    fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    outside = [url for url in fetched if not url.startswith((server, "data:", "blob:"))]
+    assert fetched and not outside, outside
