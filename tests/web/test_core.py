@@ -88,6 +88,30 @@ def test_page_updates_show_the_stems_and_hide_the_unused_slots(
     assert Path(image["value"]).is_file()
 
 
+def test_stems_beyond_full_scale_are_rescaled_together_and_the_page_says_so(tmp_path: Path, capsys):
+    from types import SimpleNamespace
+
+    from demixers.pipelines.audio_source_separation import SeparationStream
+    from demixers.web.core import separate_to_folder
+    from tests.toy_models import ToySplitterConfig
+
+    loud = np.stack([np.full((1, 400), 1.5, np.float32), np.full((1, 400), -0.75, np.float32)])
+    stream = SeparationStream(["speaker_1", "speaker_2"], 8000, 1, 400, _blocks=lambda: iter([loud]))
+    separator = SimpleNamespace(
+        model=SimpleNamespace(config=ToySplitterConfig()), stream_file=lambda path, **options: stream
+    )
+    mixture_path = write_mixture(tmp_path / "loud.wav", seconds=0.05, sampling_rate=8000, channels=1)
+    result = separate_to_folder(separator, "toy", mixture_path, tmp_path / "out")
+    assert result.notes == [
+        "the stems peaked at 1.500, beyond [-1, 1]; all of them were scaled together by 0.6667 to avoid "
+        "clipping in 16-bit wav"
+    ]
+    first, second = (soundfile.read(stem.path, dtype="float32")[0] for stem in result.stems)
+    np.testing.assert_allclose(first, 1.0, atol=1 / 32768)
+    np.testing.assert_allclose(second, -0.5, atol=1 / 32768)  # the same factor for every stem
+    assert "scaled together" in capsys.readouterr().err  # the CLI's own warning, for the server's log
+
+
 def test_a_bad_file_gets_the_clis_one_line_error(
     app: SeparationApp, tmp_path: Path, capsys: pytest.CaptureFixture
 ):

@@ -114,6 +114,8 @@ class SeparationApp:
             f"Separated **{Path(audio_path).name}** ({seconds:.1f} s at {result.sampling_rate} Hz) into "
             f"{len(result.stems)} stems with `{model_choice or BUNDLED_CHOICE}`."
         )
+        for note in result.notes:
+            status += f"\n\nNote: {note}."
         if len(result.stems) > MAX_STEMS:
             status += f" The page shows the first {MAX_STEMS}; the zip holds all {len(result.stems)}."
         if score:

@@ -138,11 +138,14 @@ class _ReportingStream:
         self.sampling_rate = stream.sampling_rate
         self.channels = stream.channels
         self.length = stream.length
+        self.peak = 0.0  # of all stems, as the CLI's writer measures it before rescaling
 
     def __iter__(self) -> Iterator[np.ndarray]:
         done = 0
         self._report(done, self.length)
         for block in self._stream:
+            if block.size:
+                self.peak = max(self.peak, float(block.max()), -float(block.min()))
             yield block
             done += block.shape[-1]
             self._report(done, self.length)
@@ -187,25 +190,26 @@ def separate_to_folder(
 
     def report(done: int, total: int) -> None:
         if progress is not None:
-            seconds = stream.sampling_rate
+            rate = stream.sampling_rate
             progress(
                 SEPARATION_SHARE * done / max(total, 1),
-                f"separating: {done / seconds:.1f} s of {total / seconds:.1f} s",
+                f"separating: {done / rate:.1f} s of {total / rate:.1f} s",
             )
 
-    write_stream(
-        _ReportingStream(stream, report),
-        targets,
-        STEM_FORMAT,
-        STEM_BIT_DEPTH,
-        name=Path(audio_path).name,
-        root=output_dir,
-    )
+    reporting = _ReportingStream(stream, report)
+    write_stream(reporting, targets, STEM_FORMAT, STEM_BIT_DEPTH, name=Path(audio_path).name, root=output_dir)
+    notes = []
+    if reporting.peak > 1.0:  # the writer rescaled every stem by one factor (its warning went to stderr)
+        notes.append(
+            f"the stems peaked at {reporting.peak:.3f}, beyond [-1, 1]; all of them were scaled together by "
+            f"{1.0 / reporting.peak:.4f} to avoid clipping in 16-bit wav"
+        )
     return SeparationResult(
         folder=folder,
         sampling_rate=int(stream.sampling_rate),
         length=int(stream.length),
         stems=[Stem(label, target) for label, target in zip(labels, targets, strict=True)],
+        notes=notes,
     )
 
 
