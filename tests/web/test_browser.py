@@ -87,7 +87,15 @@ def browser(server: str, downloads: Path) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+    # a fake microphone (a beep) that needs no permission prompt: the page's recording is tested too
+    fake_media = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        *fake_media,
+    ):
         options.add_argument(argument)
     options.add_argument("--window-size=1400,1800")
     options.add_experimental_option(
@@ -164,14 +172,16 @@ def _visible_stems(driver: Any) -> list[int]:
     ]
 
 
-def _wait_for_players(driver: Any, duration: str, count: int = 2) -> None:
-    """Until the first ``count`` stem players have decoded their file (they show its duration)."""
+def _wait_for_players(driver: Any, duration: str | None, count: int = 2) -> None:
+    """Until the first ``count`` stem players have decoded their file: they show its ``duration``
+    (``None``: any non-zero one)."""
+
+    def loaded(index: int) -> bool:
+        shown = _text(driver, f"#stem-audio-{index} time#duration")
+        return shown == duration if duration is not None else shown not in ("", "0:00")
+
     for index in range(count):
-        _wait(
-            lambda index=index: _text(driver, f"#stem-audio-{index} time#duration") == duration,
-            30,
-            f"stem player {index} to load its audio ({duration})",
-        )
+        _wait(lambda index=index: loaded(index), 30, f"stem player {index} to load its audio ({duration})")
 
 
 @pytest.mark.slow
@@ -247,3 +257,26 @@ def test_the_page_separates_uploads_and_reports_bad_files(
     fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     outside = [url for url in fetched if not url.startswith((server, "data:", "blob:"))]
     assert fetched and not outside, outside
+
+
+@pytest.mark.slow
+def test_a_recording_from_the_microphone_is_separated(browser: Any):
+    driver = browser
+    _css(driver, "#input-audio button[aria-label='Record audio']")[0].click()
+    _wait(lambda: _css(driver, "#input-audio button.record-button"), 20, "the record button")
+    _css(driver, "#input-audio button.record-button")[0].click()
+    time.sleep(2.0)  # two seconds of the fake microphone's beep
+    stop = _wait(
+        lambda: [
+            button for button in _css(driver, "#input-audio button.stop-button") if button.is_displayed()
+        ],
+        20,
+        "the stop button",
+    )
+    stop[0].click()
+    _wait(lambda: _css(driver, "#input-audio a[data-testid='download-link']"), 30, "the recording's upload")
+    status = _separate(driver)
+    assert status.startswith("Separated") and "into 2 stems" in status, status
+    seconds = float(status.split("(")[1].split(" s at")[0])
+    assert 1.0 <= seconds <= 10.0, status
+    _wait_for_players(driver, None)
