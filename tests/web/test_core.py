@@ -177,6 +177,29 @@ def test_model_cards_for_the_side_panel(app: SeparationApp, music_toy_dir: str):
     assert "`demixers_toy_splitter`" in toy and "44100 Hz, 2 channel(s)" in toy and "`vocals`" in toy
 
 
+def test_a_hub_id_is_loaded_and_its_card_shown(
+    app: SeparationApp, tmp_path: Path, hub_server, music_toy_dir: str
+):
+    import shutil
+    import uuid
+
+    from huggingface_hub import HfApi
+
+    folder = tmp_path / "repo"
+    shutil.copytree(music_toy_dir, folder)
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n\n# Web toy\n\nA toy for the web demo.\n")
+    repo_id = f"{hub_server.username}/web-toy-{uuid.uuid4().hex[:6]}"
+    api = HfApi()
+    api.create_repo(repo_id)
+    api.upload_folder(folder_path=str(folder), repo_id=repo_id)
+
+    assert app.on_model_change(repo_id) == "# Web toy\n\nA toy for the web demo."
+    mixture_path = write_mixture(tmp_path / "song.wav", seconds=0.3, sampling_rate=44100, channels=2)
+    outcome = app.separate(str(mixture_path), repo_id, None, None, 0)
+    assert [label for label, _, _ in outcome["stems"]] == ["drums", "bass", "vocals", "other"]
+    assert f"with `{repo_id}`" in outcome["status"]
+
+
 def test_card_text_drops_front_matter_and_local_figures():
     readme = "---\nlicense: mit\ntags:\n- a\n---\n\n# Model\n\n![spectra](figure.png) ![remote](https://x.org/a.png)\n"
     assert card_text(readme) == "# Model\n\n*(figure: spectra)* ![remote](https://x.org/a.png)"

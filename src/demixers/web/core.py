@@ -434,6 +434,7 @@ def score_if_example(mixture_path: str | os.PathLike[str], result: SeparationRes
 # -- model cards -------------------------------------------------------------------------------
 
 _FRONT_MATTER = re.compile(r"\A---\s*\n.*?\n---\s*\n", re.DOTALL)
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _RELATIVE_IMAGE = re.compile(r"!\[([^\]]*)\]\((?!https?://)([^)]*)\)")
 
 
@@ -445,21 +446,20 @@ def card_text(readme: str) -> str:
 
 
 def model_card(model_id: str, config: Any = None) -> str:
-    """Markdown for the side panel: the folder's or the Hub repo's README.md (from the local cache:
-    nothing is downloaded for the card), else a summary of ``config``."""
+    """Markdown for the side panel: the model folder's README.md; for a Hub id (``org/name``) whose
+    model loaded (``config`` given), the repo's README.md (downloaded like the weights were, or
+    from the cache offline); else a summary of ``config``."""
     folder = Path(model_id)
     readme: Path | None = folder / "README.md" if folder.is_dir() else None
     if readme is None and config is not None:
         name_or_path = str(getattr(config, "_name_or_path", "") or "")
         if name_or_path and Path(name_or_path).is_dir():
             readme = Path(name_or_path) / "README.md"
-    if readme is None:
-        with contextlib.suppress(Exception):  # not a repo id, not cached, hub unreachable: no card
-            from huggingface_hub import try_to_load_from_cache
+    if readme is None and config is not None and _HUB_ID.fullmatch(model_id):
+        with contextlib.suppress(Exception):  # no card in the repo, hub unreachable: the summary below
+            from huggingface_hub import hf_hub_download
 
-            cached = try_to_load_from_cache(repo_id=model_id, filename="README.md")
-            if isinstance(cached, str):
-                readme = Path(cached)
+            readme = Path(hf_hub_download(model_id, "README.md"))
     if readme is not None and readme.is_file():
         return card_text(readme.read_text(encoding="utf-8", errors="replace"))
     if config is None:
