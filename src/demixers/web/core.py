@@ -37,6 +37,7 @@ SEPARATION_SHARE = 0.85
 # Columns of the waveform/spectrogram images: the audio is reduced to this many, whatever its length.
 IMAGE_COLUMNS = 800
 IMAGE_ROWS = 256
+FRAMES_PER_COLUMN = 8
 DYNAMIC_RANGE_DB = 80.0
 # Result folders of earlier requests older than this are removed when a new request starts.
 KEEP_RESULTS_SECONDS = 3600.0
@@ -247,7 +248,8 @@ def overview_of_blocks(
     blocks: Iterable[np.ndarray], length: int, sampling_rate: int, columns: int = IMAGE_COLUMNS
 ) -> AudioOverview:
     """`AudioOverview` of ``(channels, n)`` float blocks (``length`` samples in all) in one pass,
-    holding one column's samples at a time: an hour of audio costs no more memory than a second."""
+    holding one column's samples at a time: an hour of audio costs no more memory than a second,
+    and no more than ``columns * FRAMES_PER_COLUMN`` FFTs."""
     if length <= 0:
         raise ValueError(f"cannot draw audio of {length} samples")
     if sampling_rate <= 0:
@@ -266,9 +268,16 @@ def overview_of_blocks(
     def take(span: np.ndarray, column: int) -> None:
         # frames start at 0, hop, ... inside the column and may read into the next one (zero past the end)
         minimum[column], maximum[column] = span[:stride].min(), span[:stride].max()
-        frames = max(1, min(stride, span.size) // hop)
-        padded = np.pad(span, (0, max(0, (frames - 1) * hop + n_fft - span.size)))
-        index = np.arange(n_fft)[None, :] + hop * np.arange(frames)[:, None]
+        # frames every `hop` in a short column; in a long one FRAMES_PER_COLUMN of them spread evenly
+        # (the mean power of a few frames draws the same picture at a fraction of the cost)
+        available = max(1, min(stride, span.size) // hop)
+        starts = (
+            hop * np.arange(available)
+            if available <= FRAMES_PER_COLUMN
+            else (np.arange(FRAMES_PER_COLUMN) * (min(stride, span.size) // FRAMES_PER_COLUMN))
+        )
+        padded = np.pad(span, (0, max(0, int(starts[-1]) + n_fft - span.size)))
+        index = np.arange(n_fft)[None, :] + starts[:, None]
         power = np.abs(np.fft.rfft(padded[index] * window, axis=1)) ** 2
         spectrum[:, column] = power.mean(axis=0)
 
