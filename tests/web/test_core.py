@@ -74,11 +74,11 @@ def test_separation_writes_input_length_stems_zip_and_images(
 def test_page_updates_show_the_stems_and_hide_the_unused_slots(
     app: SeparationApp, tmp_path: Path, music_toy_dir: str
 ):
-    mixture_path = write_mixture(tmp_path / "song.flac", seconds=0.5, sampling_rate=22050, channels=1)
+    mixture_path = write_mixture(tmp_path / "my_song.flac", seconds=0.5, sampling_rate=22050, channels=1)
     updates = app.on_separate(str(mixture_path), music_toy_dir, 0.25, 0.5, 1, progress=None)
     assert len(updates) == 3 + 4 * MAX_STEMS
     status, mixture_image, zip_button, *slots = updates
-    assert status["value"].startswith("Separated **song.flac**")
+    assert status["value"].startswith("Separated **my\\_song\\.flac**")  # shown literally, not as markdown
     assert mixture_image["visible"] and zip_button["visible"]
     groups = [slots[index * 4] for index in range(MAX_STEMS)]
     assert [group["visible"] for group in groups] == [True] * 4 + [False] * (MAX_STEMS - 4)
@@ -135,6 +135,21 @@ def test_a_bad_file_gets_the_clis_one_line_error(
     assert "Traceback" not in status["value"]
     assert not mixture_image["visible"] and not zip_button["visible"]
     assert not any(slots[index * 4]["visible"] for index in range(MAX_STEMS))
+
+
+def test_a_bug_is_one_line_in_the_page_and_a_traceback_in_the_log(
+    app: SeparationApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    import demixers.web.app as web_app
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(web_app, "separate_to_folder", broken)
+    mixture_path = write_mixture(tmp_path / "song.wav", seconds=0.2, sampling_rate=8000, channels=1)
+    status, *_ = app.on_separate(str(mixture_path), None, None, None, 0, progress=None)
+    assert status["value"] == "**Error:** internal error while separating (see the server log)"
+    assert "ZeroDivisionError: a bug" in caplog.text  # the traceback went to the server's log
 
 
 @pytest.mark.parametrize(

@@ -110,8 +110,9 @@ class SeparationApp:
         except expected_errors() as error:
             raise WebError(error_line(error, audio_path)) from None
         seconds = result.length / result.sampling_rate
+        name = escape_markdown(Path(audio_path).name)
         status = (
-            f"Separated **{Path(audio_path).name}** ({seconds:.1f} s at {result.sampling_rate} Hz) into "
+            f"Separated **{name}** ({seconds:.1f} s at {result.sampling_rate} Hz) into "
             f"{len(result.stems)} stems with `{model_choice or BUNDLED_CHOICE}`."
         )
         for note in result.notes:
