@@ -24,6 +24,7 @@ def test_help_lists_every_subcommand(capsys) -> None:
         "models",
         "download",
         "publish",
+        "web",
     )
     for name in commands:
         assert name in out

@@ -12,7 +12,8 @@ Layers, bottom to top (a module may import from its own package and from lower l
 4. ``trainers``; ``catalogue`` (official checkpoints by name: runs the converters, renders model
    cards; its ``*_cli.py`` modules are commands).
 5. Commands: ``cli``, ``demo``, ``build_default_model``, ``__main__``, the package's ``__init__`` and
-   ``registration`` (they register the families and the pipeline task), and every ``cli.py`` (or
+   ``registration`` (they register the families and the pipeline task), ``web`` (the demo page
+   and its command), and every ``cli.py`` (or
    ``<name>_cli.py``, such as ``modeling/convert_cli.py``) module of a package (a command wires the
    layers together).
 """
@@ -45,6 +46,7 @@ LAYERS: dict[str, int] = {
     "__main__": 5,
     "__init__": 5,
     "registration": 5,
+    "web": 5,
 }
 COMMAND_LAYER = 5
 

@@ -39,6 +39,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "demixers.catalogue.publish_cli",
         "convert official checkpoints and push them to a Hub organisation",
     ),
+    "web": ("demixers.web.cli", "serve a web page to separate audio in the browser (demixers[web])"),
 }
 
 # Errors that mean "the user asked for something wrong": reported as one line, no traceback.
