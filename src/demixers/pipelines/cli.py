@@ -558,9 +558,7 @@ def _run(args: argparse.Namespace) -> int:
         "dtype": args.dtype,
     }
     if args.dataset is not None:
-        from .separate_dataset import run_dataset_job
-
-        return run_dataset_job(separator, args, run_settings, context, model_identity, job_settings)
+        return _run_dataset_job(separator, args, run_settings, context, model_identity, job_settings)
     job_settings["filename"] = args.filename or DEFAULT_TEMPLATE
     return _run_file_job(separator, args, run_settings, context, job_key(model_identity, job_settings))
 
@@ -857,6 +855,105 @@ def _run_file_job(
     finally:
         manifest.merge()
     return finish_job(manifest, keys, run_id, started_at, context, args.quiet)
+
+
+def _run_dataset_job(
+    separator: Any,
+    args: argparse.Namespace,
+    run_settings: RunSettings,
+    context: ProcessContext,
+    model_identity: str,
+    job_settings: dict[str, Any],
+) -> int:
+    """``--dataset``: every row separated (sharded by rank, journaled like files, resumable), then the
+    new dataset assembled by rank 0 and optionally pushed (see `demixers.pipelines.separate_dataset`)."""
+    import numpy as np
+
+    from ..datasets_scripts.audio import decode_bytes
+    from . import separate_dataset as rows_io
+    from .separate_job import bytes_fingerprint
+
+    dataset = rows_io.open_split(args.dataset, args.split)
+    split = rows_io.split_name(dataset, args.split)
+    column = rows_io.audio_column(dataset, args.audio_column)
+    columns = rows_io.stem_columns(dataset, run_settings.stems, args.stem_column_prefix)
+    root = args.output_dataset
+    subtype = SUBTYPES[(args.format, run_settings.bit_depth)]
+    job_settings = {
+        **job_settings,
+        "dataset": str(args.dataset),
+        "split": split,
+        "column": column,
+        "stem_columns": columns,
+    }
+    job = job_key(model_identity, job_settings)
+    store = rows_io.RowStore(root, split, run_settings.stems, args.format)
+    keys = [f"{split}/{index}" for index in range(len(dataset))]
+    shards = balanced_shards(rows_io.row_weights(dataset, column), keys, context.num_processes)
+    run_id = context.shared_run_id()
+    manifest = JobManifest(root)
+    state = manifest.state()
+    store.remove_stale()
+    started_at = time.monotonic()
+    prefix = f"[rank {context.rank}] " if context.num_processes > 1 else ""
+    base = {"run": run_id, "job": job, "rank": context.rank, "num_processes": context.num_processes}
+    call_kwargs = {key: value for key, value in run_settings.call_kwargs.items() if key != "progress"}
+    cells = dataset.select_columns([column])
+    try:
+        for index in shards[context.rank]:
+            key = keys[index]
+            name = f"{args.dataset}[{split}][{index}]"
+            record: dict[str, Any] = {**base, "key": key, "input": name, "row": index}
+            clock = time.monotonic()
+            try:
+                data = rows_io.cell_bytes(cells[index][column], name)
+                record["fingerprint"] = bytes_fingerprint(data)
+                decision = decide(state.get(key), record["fingerprint"], job, store.complete(index), True)
+                if decision.skip:
+                    seconds = (decision.previous or {}).get("seconds")
+                    manifest.append({**record, "status": SKIPPED, "seconds": seconds})
+                    continue
+                manifest.append({**record, "status": STARTED})
+                waveform, rate = decode_bytes(data, name=name)
+                separated = separator(waveform, sampling_rate=rate, **call_kwargs)
+                stems = np.stack([stem["audio"] for stem in separated]).astype(np.float32, copy=False)
+                if run_settings.two_stems is not None:
+                    stems = two_stems_blocks(stems, run_settings.labels.index(run_settings.two_stems))
+                store.write(index, rows_io.encode_stems(stems, rate, args.format, subtype, name))
+                seconds = waveform.shape[-1] / rate
+                manifest.append(
+                    {**record, "status": DONE, "seconds": seconds, "elapsed": time.monotonic() - clock}
+                )
+            except INPUT_ERRORS as error:
+                message = _item_error(error, name, run_settings)
+                manifest.append(
+                    {**record, "status": FAILED, "error": message, "elapsed": time.monotonic() - clock}
+                )
+                print(f"demixers separate: error: {prefix}{message}", file=sys.stderr)
+                continue
+            if not args.quiet:
+                print(f"{prefix}{name} -> {len(run_settings.stems)} stems", flush=True)
+    finally:
+        manifest.merge()
+
+    def assemble(records: dict[str, dict[str, Any]], summary: Any) -> None:
+        finished = [
+            index
+            for index, key in enumerate(keys)
+            if records.get(key, {}).get("run") == run_id and records[key].get("status") in (DONE, SKIPPED)
+        ]
+        rows_io.assemble(dataset, split, finished, store, columns, root)
+        left_out = f" ({summary.failed} failed row(s) left out)" if summary.failed else ""
+        if not args.quiet:
+            print(f"dataset: {len(finished)} row(s) of split {split!r} saved to {root}{left_out}")
+        if args.push_to_hub:
+            from datasets import load_from_disk
+
+            load_from_disk(str(root)).push_to_hub(args.push_to_hub)
+            if not args.quiet:
+                print(f"pushed to {args.push_to_hub}")
+
+    return finish_job(manifest, keys, run_id, started_at, context, args.quiet, on_rank_zero=assemble)
 
 
 def finish_job(
