@@ -806,6 +806,8 @@ def _run_file_job(
             clock = time.monotonic()
             decision = None
             try:
+                if not os.path.isfile(source):
+                    raise FileNotFoundError(f"{source}: no such file")
                 record.update(file_fingerprint(source, state.get(key)))
                 decision = decide(
                     state.get(key),
@@ -873,8 +875,7 @@ def _run_dataset_job(
     from . import separate_dataset as rows_io
     from .separate_job import bytes_fingerprint
 
-    dataset = rows_io.open_split(args.dataset, args.split)
-    split = rows_io.split_name(dataset, args.split)
+    dataset, split = rows_io.open_split(args.dataset, args.split)
     column = rows_io.audio_column(dataset, args.audio_column)
     columns = rows_io.stem_columns(dataset, run_settings.stems, args.stem_column_prefix)
     root = args.output_dataset

@@ -33,8 +33,9 @@ ROWS_DIR_NAME = "rows"
 MIXTURE_COLUMN = "mixture"
 
 
-def open_split(name_or_path: str, split: str | None) -> Any:
-    """The ``split`` of a dataset as a `datasets.Dataset` whose Audio columns hold bytes (not decoded)."""
+def open_split(name_or_path: str, split: str | None) -> tuple[Any, str]:
+    """The ``split`` of a dataset as a `datasets.Dataset` whose Audio columns hold bytes (not decoded),
+    and the split's name (the only split when ``split`` is None)."""
     from datasets import Audio, DatasetDict, load_dataset, load_from_disk
 
     path = Path(name_or_path).expanduser()
@@ -52,14 +53,11 @@ def open_split(name_or_path: str, split: str | None) -> Any:
         if split not in dataset:
             raise ValueError(f"--dataset {name_or_path} has no split {split!r} (splits: {list(dataset)})")
         dataset = dataset[split]
+    name = split or str(dataset.split or "train")
     for column, feature in dataset.features.items():
         if isinstance(feature, Audio) and feature.decode:
             dataset = dataset.cast_column(column, Audio(sampling_rate=feature.sampling_rate, decode=False))
-    return dataset
-
-
-def split_name(dataset: Any, requested: str | None) -> str:
-    return requested or str(dataset.split or "train")
+    return dataset, name
 
 
 def audio_column(dataset: Any, requested: str | None) -> str:
