@@ -63,7 +63,9 @@ def write_inputs(folder: Path, files: int, seconds: float) -> list[Path]:
 def write_dataset(folder: Path, inputs: list[Path]) -> None:
     import soundfile
     from datasets import Audio, Dataset, DatasetDict
+    from datasets.utils.logging import disable_progress_bar
 
+    disable_progress_bar()
     cells = []
     for path in inputs:
         audio, rate = soundfile.read(path, dtype="int16")

@@ -46,6 +46,14 @@ labels of the model's ``config.source_names``, at the input's sampling rate and 
   2 for a usage error (bad option, no model).
 * A tqdm progress bar over chunks is shown on stderr for inputs longer than one chunk, when
   stderr is a terminal and ``--quiet`` is not given.
+* Layout and inputs: folders are walked (``--recursive``, ``--extensions``), ``--input-list`` read;
+  ``--filename`` templates (``{track}``, ``{trackext}``, ``{stem}``, ``{ext}``) are checked for every
+  input before any work; ``--two-stems SOURCE`` writes SOURCE and the sum of the other sources.
+* Jobs (`demixers.pipelines.separate_job`): with ``--num-processes N`` the command re-runs itself
+  under Accelerate's launcher; under a launcher every rank plans the same duration-balanced shards,
+  loads the model once and separates its share, journaling each item; the journals are merged into
+  ``OUTDIR/demixers_manifest.jsonl``, by which a rerun skips finished items (same content, model and
+  settings). ``--dataset`` does the same over a dataset's rows (`demixers.pipelines.separate_dataset`).
 """
 
 from __future__ import annotations
