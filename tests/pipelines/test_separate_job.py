@@ -267,7 +267,8 @@ def test_dataset_mode_writes_one_column_per_stem_resumes_and_pushes(
     argv += ["--output-dataset", str(out), "--bit-depth", "32", "-q"]
     assert main([*argv, "--push-to-hub", repo]) == 1
     err = capsys.readouterr().err
-    assert "[test][1]" in err and "3 done" in err and "1 failed" in err
+    assert "[test][1]: cannot decode the stored audio (Error opening the stored bytes" in err
+    assert "3 done" in err and "1 failed" in err
     result = load_from_disk(str(out))["test"]
     assert result.column_names == ["id", "mixture", "speaker_1", "speaker_2"]
     assert result["id"] == ["r0", "r2", "r3"]  # the failed row is left out
@@ -287,3 +288,29 @@ def test_dataset_mode_writes_one_column_per_stem_resumes_and_pushes(
     assert main(argv) == 1
     assert "0 done, 3 skipped" in capsys.readouterr().err
     assert load_from_disk(str(out))["test"]["id"] == ["r0", "r2", "r3"]
+
+
+def test_dataset_mode_takes_any_audio_column_and_refuses_taken_stem_names(
+    tmp_path: Path, speech_toy_dir: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datasets import Audio, Dataset, load_from_disk
+
+    cells = [{"bytes": encode(sines([200.0 + 50 * k], 8000, 0.2), 8000), "path": None} for k in range(2)]
+    podcast = Dataset.from_dict({"text": ["hello", "world"], "audio": cells, "speaker_1": ["a", "b"]})
+    podcast.cast_column("audio", Audio()).save_to_disk(tmp_path / "podcast")  # decoded by default
+    argv = ["separate", "--dataset", str(tmp_path / "podcast"), "-m", speech_toy_dir, "-q"]
+    assert main([*argv, "--output-dataset", str(tmp_path / "refused")]) == 2
+    assert "stem column(s) speaker_1 already exist" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert (
+        main([*argv, "--output-dataset", str(out), "--stem-column-prefix", "sep_", "--format", "flac"]) == 0
+    )
+    result = load_from_disk(str(out))["train"]  # a plain Dataset becomes the "train" split
+    assert result.column_names == ["text", "audio", "speaker_1", "sep_speaker_1", "sep_speaker_2"]
+    assert result.features["sep_speaker_1"].decode is False and result["text"] == ["hello", "world"]
+    stem, rate = soundfile.read(io.BytesIO(result[1]["sep_speaker_2"]["bytes"]))
+    assert (
+        rate == 8000
+        and stem.shape == (1600,)
+        and soundfile.info(io.BytesIO(result[1]["sep_speaker_2"]["bytes"])).format == "FLAC"
+    )

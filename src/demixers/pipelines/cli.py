@@ -934,7 +934,9 @@ def _run_dataset_job(
                     {**record, "status": DONE, "seconds": seconds, "elapsed": time.monotonic() - clock}
                 )
             except INPUT_ERRORS as error:
+                # libsndfile names an in-memory file by its repr: say what it is instead
                 message = _item_error(error, name, run_settings)
+                message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the stored bytes", message)
                 manifest.append(
                     {**record, "status": FAILED, "error": message, "elapsed": time.monotonic() - clock}
                 )
