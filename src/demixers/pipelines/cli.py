@@ -356,6 +356,8 @@ def check_job_options(args: argparse.Namespace) -> None:
                 raise ValueError(f"--{name.replace('_', '-')} only applies with --dataset")
     if args.num_processes is not None and args.num_processes < 1:
         raise ValueError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.manifest is False and (args.num_processes or 1) > 1:
+        raise ValueError("--no-manifest: several processes need the manifest to share out the job")
     if args.filename is not None:
         check_template(args.filename)
     parse_extensions(args.extensions)

@@ -286,8 +286,6 @@ class OutputLayout:
                     f"{source}: --filename {self.template!r} gives {relative!r} for stem {label!r}, "
                     "not a file path inside the output folder"
                 )
-            if any(part.startswith(".") and part.endswith(".tmp") for part in parts):
-                raise ValueError(f"{source}: --filename {self.template!r} gives a temporary-looking name")
             targets.append(self.root.joinpath(*parts))
         return targets
 
