@@ -314,3 +314,26 @@ def test_dataset_mode_takes_any_audio_column_and_refuses_taken_stem_names(
         and stem.shape == (1600,)
         and soundfile.info(io.BytesIO(result[1]["sep_speaker_2"]["bytes"])).format == "FLAC"
     )
+
+
+def test_job_option_errors_are_one_line_before_any_model_is_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "out")
+    cases = [
+        (["separate", "-o", out], "nothing to separate"),
+        (["separate", "a.wav", "--dataset", "d", "--output-dataset", out], "give no INPUT"),
+        (["separate", "--dataset", "d"], "needs --output-dataset"),
+        (["separate", "--dataset", "d", "--output-dataset", out, "--format", "mp3"], "lossless"),
+        (["separate", "a.wav", "--output-dataset", out], "--output-dataset only applies with --dataset"),
+        (["separate", "a.wav", "--num-processes", "0"], "--num-processes must be >= 1"),
+        (["separate", "a.wav", "--num-processes", "2", "--no-manifest"], "need the manifest"),
+        (["separate", "a.wav", "--extensions", ","], "--extensions must name"),
+        (["separate", "a.wav", "--two-stems", ""], "--two-stems needs a source"),
+        (["separate", "a.wav", "-m", "/nonexistent/model", "--filename", "{track}"], "must contain {stem}"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], (argv, lines)
+    assert not Path(out).exists()
