@@ -112,7 +112,7 @@ def test_two_processes_write_exactly_what_one_process_writes(tmp_path: Path, mos
 
 def test_killed_run_resumes_without_redoing_finished_items(tmp_path: Path, mossformer_dir: str) -> None:
     folder = tmp_path / "in"
-    make_folder(folder, [1.5] * 8)
+    make_folder(folder, [1.5] * 6)
     out = tmp_path / "out"
     argv = [
         "separate",
@@ -137,26 +137,26 @@ def test_killed_run_resumes_without_redoing_finished_items(tmp_path: Path, mossf
             for journal in (out / WORK_DIR_NAME).glob("journal-*.jsonl"):
                 lines += journal.read_text().splitlines()
             done_before = [json.loads(line)["input"] for line in lines if '"status": "done"' in line]
-            if len(done_before) >= 2:
+            if done_before:
                 break
             time.sleep(0.01)
     finally:
         os.kill(process.pid, signal.SIGKILL)  # mid-way: no cleanup, no merge
         process.communicate(timeout=60)
-    assert 2 <= len(done_before) < 8, f"the run was not caught mid-way: {done_before}"
+    assert 1 <= len(done_before) < 6, f"the run was not caught mid-way: {done_before}"
     assert not (out / MANIFEST_NAME).exists()  # never merged
     finished = {Path(name).stem for name in done_before}
     stamps = {name: (out / name / "speaker_1.wav").stat().st_mtime_ns for name in finished}
 
     assert one_thread_main(argv) == 0
     summary = json.loads((out / WORK_DIR_NAME / "summary.json").read_text())
-    assert summary["skipped"] == len(finished) and summary["done"] == 8 - len(finished)
+    assert summary["skipped"] == len(finished) and summary["done"] == 6 - len(finished)
     assert summary["failed"] == 0
     statuses = {Path(name).stem: record["status"] for name, record in records(out).items()}
-    assert statuses == {f"take_{k}": ("skipped" if f"take_{k}" in finished else "done") for k in range(8)}
+    assert statuses == {f"take_{k}": ("skipped" if f"take_{k}" in finished else "done") for k in range(6)}
     for name in finished:  # finished items were not separated again
         assert (out / name / "speaker_1.wav").stat().st_mtime_ns == stamps[name]
-    assert sorted(stem_files(out)) == sorted(f"take_{k}/speaker_{s}.wav" for k in range(8) for s in (1, 2))
+    assert sorted(stem_files(out)) == sorted(f"take_{k}/speaker_{s}.wav" for k in range(6) for s in (1, 2))
     leftovers = [path for path in out.rglob(".*") if path.is_file() and WORK_DIR_NAME not in path.parts]
     assert leftovers == []  # the killed run's temporary stems were removed
     assert not list((out / WORK_DIR_NAME).glob("journal-*"))  # the dead run's journal was folded in
