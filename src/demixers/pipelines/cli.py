@@ -479,14 +479,16 @@ class ProcessContext:
 
     def shared_run_id(self) -> str:
         """One id for this run, the same on every rank (rank 0's)."""
-        run_id = uuid.uuid4().hex
+        run_id = uuid.uuid4()
         if self.state is not None:
+            import torch
             import torch.distributed
 
-            holder = [run_id]
-            torch.distributed.broadcast_object_list(holder, src=0)
-            run_id = holder[0]
-        return run_id
+            # 16 raw bytes in a tensor (nothing pickled between processes)
+            data = torch.tensor(list(run_id.bytes), dtype=torch.uint8, device=self.state.device)
+            torch.distributed.broadcast(data, src=0)
+            run_id = uuid.UUID(bytes=bytes(data.cpu().tolist()))
+        return run_id.hex
 
 
 def uses_manifest(args: argparse.Namespace) -> bool:
