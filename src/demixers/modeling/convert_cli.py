@@ -41,7 +41,7 @@ CONVERTERS: dict[str, tuple[str, str]] = {
     ),
     "msst-roformer": (
         "demixers.modeling.bs_roformer.convert_roformer_to_hf",
-        "Music-Source-Separation-Training's BS-RoFormer / Mel-Band RoFormer (yaml config or preset + checkpoint)",
+        "MSST (Music-Source-Separation-Training) BS-RoFormer / Mel-Band RoFormer (yaml or preset + weights)",
     ),
     "lucidrains-roformer": (
         "demixers.modeling.bs_roformer.convert_lucidrains_roformer_to_hf",
