@@ -408,7 +408,7 @@ _FEED_FORWARD_RULES = [
 ]
 
 
-def _slot_kinds(layout: str, family: str, config: Any) -> dict[int, str]:
+def slot_kinds(layout: str, family: str, config: Any) -> dict[int, str]:
     """Which transformer each slot of an original layer holds."""
     if layout == "lucidrains" and family == "mel_band_roformer":
         return {0: "linear", 1: "time", 2: "freq"}
@@ -480,7 +480,7 @@ def load_original_model(
     """Our model holding a checkpoint's weights (strict)."""
     family = config.model_type
     state = read_state_dict(checkpoint)
-    converted, unknown = convert_state_dict(state, _slot_kinds(layout, family, config))
+    converted, unknown = convert_state_dict(state, slot_kinds(layout, family, config))
     model_class = (
         BSRoformerForSourceSeparation if family == "bs_roformer" else MelBandRoformerForSourceSeparation
     )
