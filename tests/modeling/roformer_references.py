@@ -106,9 +106,14 @@ def converted_pair(layout: str, family: str, model_kwargs: dict[str, Any], seed:
     reference_class = module.BSRoformer if family == "bs_roformer" else module.MelBandRoformer
     torch.manual_seed(seed)
     reference = perturb_parameters(reference_class(**model_kwargs).eval(), seed=seed)
-    data = {"model": model_kwargs, "training": {"instruments": [f"stem{i}" for i in range(model_kwargs["num_stems"])]}}
+    data = {
+        "model": model_kwargs,
+        "training": {"instruments": [f"stem{i}" for i in range(model_kwargs["num_stems"])]},
+    }
     config = config_from_yaml_data(data, layout, family, residual=False)
-    model_class = BSRoformerForSourceSeparation if family == "bs_roformer" else MelBandRoformerForSourceSeparation
+    model_class = (
+        BSRoformerForSourceSeparation if family == "bs_roformer" else MelBandRoformerForSourceSeparation
+    )
     model = model_class(config).eval()
     converted, unknown = convert_state_dict(reference.state_dict(), slot_kinds(layout, family, config))
     assert not unknown, unknown

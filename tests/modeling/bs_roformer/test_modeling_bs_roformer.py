@@ -38,7 +38,12 @@ class TestBSRoformer(SourceSeparationModelTesterMixin):
 
     def test_defaults_are_viperx_ep317(self) -> None:
         config = BSRoformerConfig()
-        assert (config.dim, config.depth, len(config.freqs_per_bands), config.audio_channels) == (512, 12, 62, 2)
+        assert (config.dim, config.depth, len(config.freqs_per_bands), config.audio_channels) == (
+            512,
+            12,
+            62,
+            2,
+        )
         assert (config.stft_n_fft, config.stft_hop_length, config.zero_dc) == (2048, 441, True)
         assert config.source_names == ["vocals", "other"] and config.has_residual
         assert (config.chunk_size, config.num_overlap, config.permutation_invariant) == (352800, 2, False)
@@ -157,7 +162,12 @@ class TestBSRoformer(SourceSeparationModelTesterMixin):
         stems, target = output.audio_values[:, :2].reshape(-1, 800), labels[:, :2].reshape(-1, 800)
         spectral = 0.0
         for window in (256, 128):
-            kwargs = {"n_fft": max(window, 128), "win_length": window, "hop_length": 32, "return_complex": True}
+            kwargs = {
+                "n_fft": max(window, 128),
+                "win_length": window,
+                "hop_length": 32,
+                "return_complex": True,
+            }
             window_values = torch.hann_window(window)
             difference = torch.stft(stems, window=window_values, **kwargs) - torch.stft(
                 target, window=window_values, **kwargs
