@@ -87,8 +87,16 @@ SMALL_BS_KWARGS: dict[str, Any] = {**SMALL_REFERENCE_KWARGS, "freqs_per_bands": 
 SMALL_MEL_KWARGS: dict[str, Any] = {**SMALL_REFERENCE_KWARGS, "num_bands": 8, "sample_rate": 44100}
 
 
-def converted_pair(layout: str, family: str, model_kwargs: dict[str, Any], seed: int = 0) -> tuple[Any, Any]:
-    """(reference model with perturbed weights, our model converted from its state dict), both in eval."""
+def converted_pair(
+    layout: str, family: str, model_kwargs: dict[str, Any], seed: int = 0, skip_default_init: bool = False
+) -> tuple[Any, Any]:
+    """(reference model with perturbed weights, our model converted from its state dict), both in eval.
+
+    ``skip_default_init`` (for the released sizes, where PyTorch's default initialisation of a few
+    hundred million weights costs seconds) builds the reference's Linear layers with zeros, so that
+    the perturbation alone sets them: N(0, 0.02^2), the scale of the default initialisation (about
+    0.025 for these widths).
+    """
     import torch
 
     from demixers.modeling.bs_roformer.convert_roformer_to_hf import (
@@ -105,7 +113,16 @@ def converted_pair(layout: str, family: str, model_kwargs: dict[str, Any], seed:
     module = (msst_module if layout == "msst" else lucidrains_module)(family)
     reference_class = module.BSRoformer if family == "bs_roformer" else module.MelBandRoformer
     torch.manual_seed(seed)
-    reference = perturb_parameters(reference_class(**model_kwargs).eval(), seed=seed)
+    if skip_default_init:
+        original_reset = torch.nn.Linear.reset_parameters
+        torch.nn.Linear.reset_parameters = _zero_linear  # type: ignore[method-assign]
+        try:
+            reference = reference_class(**model_kwargs)
+        finally:
+            torch.nn.Linear.reset_parameters = original_reset  # type: ignore[method-assign]
+    else:
+        reference = reference_class(**model_kwargs)
+    reference = perturb_parameters(reference.eval(), seed=seed)
     data = {
         "model": model_kwargs,
         "training": {"instruments": [f"stem{i}" for i in range(model_kwargs["num_stems"])]},
@@ -114,11 +131,21 @@ def converted_pair(layout: str, family: str, model_kwargs: dict[str, Any], seed:
     model_class = (
         BSRoformerForSourceSeparation if family == "bs_roformer" else MelBandRoformerForSourceSeparation
     )
-    model = model_class(config).eval()
+    with torch.device("meta"):  # every tensor comes from the reference: skip the initialisation
+        model = model_class(config)
     converted, unknown = convert_state_dict(reference.state_dict(), slot_kinds(layout, family, config))
     assert not unknown, unknown
-    model.load_state_dict(converted, strict=True)
-    return reference, model
+    model.load_state_dict(converted, strict=True, assign=True)
+    return reference, model.eval()
+
+
+def _zero_linear(layer: Any) -> None:
+    import torch
+
+    with torch.no_grad():
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
 
 
 def reference_output(reference: Any, mixture: Any) -> Any:

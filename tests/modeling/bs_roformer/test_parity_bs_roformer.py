@@ -17,8 +17,10 @@ from tests.modeling.roformer_references import SMALL_BS_KWARGS, converted_pair, 
 TOLERANCE = 1e-5
 
 
-def _parity(layout: str, model_kwargs: dict[str, Any], length: int, batch: int = 2) -> float:
-    reference, model = converted_pair(layout, "bs_roformer", model_kwargs)
+def _parity(
+    layout: str, model_kwargs: dict[str, Any], length: int, batch: int = 2, released: bool = False
+) -> float:
+    reference, model = converted_pair(layout, "bs_roformer", model_kwargs, skip_default_init=released)
     mixture = music_batch(length, 44100, batch=batch)
     expected = reference_output(reference, mixture)
     with torch.no_grad():
@@ -72,10 +74,9 @@ VIPERX_EP317 = {
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["msst", "lucidrains"])
-def test_parity_at_released_size(layout: str) -> None:
-    """viperx ep_317's architecture (62 bands, ~160M parameters) on 0.2 s of stereo music."""
-    kwargs = dict(VIPERX_EP317)
-    if layout == "lucidrains":
-        kwargs["num_residual_streams"] = 1
-    assert _parity(layout, kwargs, 441 * 20, batch=1) <= TOLERANCE
+def test_parity_with_msst_at_released_size() -> None:
+    """viperx ep_317's architecture (62 bands, ~160M parameters) on 10 frames of stereo music.
+
+    (lucidrains' variant at this size: see the report of issue #18; in the suite only at the small
+    size, to keep the slow tests within their time budget.)"""
+    assert _parity("msst", VIPERX_EP317, 441 * 9, batch=1, released=True) <= TOLERANCE

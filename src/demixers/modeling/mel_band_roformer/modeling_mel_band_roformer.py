@@ -622,8 +622,12 @@ class MelBandRoformerForSourceSeparation(MelBandRoformerPreTrainedModel):
         for indices in config.band_frequency_indices:
             for index in indices:
                 coverage[index] += 1
-        self._gather_indices = torch.tensor(gathered, dtype=torch.long)
-        self._bands_per_bin = torch.tensor(coverage, dtype=torch.float32).repeat_interleave(channels)
+        # plain tensors on the CPU (not buffers: derived from the config, and valid even when the
+        # model is built on the meta device), moved to the input's device in `estimate_masks`
+        self._gather_indices = torch.tensor(gathered, dtype=torch.long, device="cpu")
+        self._bands_per_bin = torch.tensor(coverage, dtype=torch.float32, device="cpu").repeat_interleave(
+            channels
+        )
         self.post_init()
 
     # Copied from demixers.modeling.conv_tasnet.modeling_conv_tasnet.ConvTasNetForSourceSeparation._check_input_values  # noqa: E501
