@@ -62,9 +62,9 @@ class TestBSRoformer(SourceSeparationModelTesterMixin):
         """Pair (2i, 2i + 1) turns by angle position * theta^(-2i / d); dot products depend only on the
         distance between positions."""
         model = self.make_model()
-        cos, sin = model.time_rotary.cos_sin(5, torch.device("cpu"))
+        rotation = model.time_rotary.rotation(5, torch.device("cpu"))
         states = torch.randn(1, 1, 5, 8, generator=torch.Generator().manual_seed(0))
-        rotated = apply_rotary(states, cos, sin)
+        rotated = apply_rotary(states, rotation)
         inverse = 1.0 / 10000 ** (torch.arange(0, 8, 2).double() / 8)
         angle = 3 * inverse[1]
         x0, x1 = states[0, 0, 3, 2].double(), states[0, 0, 3, 3].double()
@@ -72,7 +72,7 @@ class TestBSRoformer(SourceSeparationModelTesterMixin):
         torch.testing.assert_close(rotated[0, 0, 3, 2:4].double(), expected, atol=1e-6, rtol=0)
         query = torch.randn(8, generator=torch.Generator().manual_seed(1)).expand(1, 1, 5, 8)
         key = torch.randn(8, generator=torch.Generator().manual_seed(2)).expand(1, 1, 5, 8)
-        q, k = apply_rotary(query, cos, sin)[0, 0], apply_rotary(key, cos, sin)[0, 0]
+        q, k = apply_rotary(query, rotation)[0, 0], apply_rotary(key, rotation)[0, 0]
         torch.testing.assert_close((q[3] * k[1]).sum(), (q[4] * k[2]).sum(), atol=1e-5, rtol=0)
 
     def test_zero_dc_removes_exactly_the_dc_bin_of_the_masked_spectrogram(self) -> None:
