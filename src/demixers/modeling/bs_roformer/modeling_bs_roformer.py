@@ -130,6 +130,8 @@ class BSRoformerAttention(nn.Module):
         self.value_residual_gate = nn.Linear(config.dim, config.heads) if value_residual else None
         self.gate = nn.Linear(config.dim, config.heads)
         self.out_proj = nn.Linear(inner, config.dim, bias=False)
+        # the originals drop out both the attention weights and the projected output
+        self.out_dropout = nn.Dropout(config.attn_dropout)
 
     def forward(
         self,
@@ -154,7 +156,8 @@ class BSRoformerAttention(nn.Module):
         )
         gates = self.gate(hidden_states).sigmoid().unsqueeze(-1)  # b n h 1
         attended = attended.transpose(1, 2) * gates  # b n h d
-        return self.out_proj(attended.reshape(batch, length, self.heads * self.dim_head)), values
+        projected = self.out_proj(attended.reshape(batch, length, self.heads * self.dim_head))
+        return self.out_dropout(projected), values
 
 
 class BSRoformerLinearAttention(nn.Module):

@@ -123,6 +123,8 @@ class MelBandRoformerAttention(nn.Module):
         self.value_residual_gate = nn.Linear(config.dim, config.heads) if value_residual else None
         self.gate = nn.Linear(config.dim, config.heads)
         self.out_proj = nn.Linear(inner, config.dim, bias=False)
+        # the originals drop out both the attention weights and the projected output
+        self.out_dropout = nn.Dropout(config.attn_dropout)
 
     def forward(
         self,
@@ -147,7 +149,8 @@ class MelBandRoformerAttention(nn.Module):
         )
         gates = self.gate(hidden_states).sigmoid().unsqueeze(-1)  # b n h 1
         attended = attended.transpose(1, 2) * gates  # b n h d
-        return self.out_proj(attended.reshape(batch, length, self.heads * self.dim_head)), values
+        projected = self.out_proj(attended.reshape(batch, length, self.heads * self.dim_head))
+        return self.out_dropout(projected), values
 
 
 # Copied from demixers.modeling.bs_roformer.modeling_bs_roformer.BSRoformerLinearAttention with BSRoformer->MelBandRoformer  # noqa: E501
