@@ -27,6 +27,8 @@ _FAMILY_CLASSES: tuple[tuple[str, str, str], ...] = (
     ("dprnn_tasnet", "DPRNNTasNetConfig", "DPRNNTasNetForSourceSeparation"),
     ("dttnet", "DTTNetConfig", "DTTNetForSourceSeparation"),
     ("stacked_hourglass", "StackedHourglassConfig", "StackedHourglassForSourceSeparation"),
+    ("bs_roformer", "BSRoformerConfig", "BSRoformerForSourceSeparation"),
+    ("mel_band_roformer", "MelBandRoformerConfig", "MelBandRoformerForSourceSeparation"),
 )
 
 

@@ -39,6 +39,14 @@ CONVERTERS: dict[str, tuple[str, str]] = {
         "demixers.modeling.stacked_hourglass.convert_stacked_hourglass_original_to_hf",
         "the stacked hourglass release's TensorFlow 1 checkpoints (read without TensorFlow)",
     ),
+    "msst-roformer": (
+        "demixers.modeling.bs_roformer.convert_roformer_to_hf",
+        "MSST (Music-Source-Separation-Training) BS-RoFormer / Mel-Band RoFormer (yaml or preset + weights)",
+    ),
+    "lucidrains-roformer": (
+        "demixers.modeling.bs_roformer.convert_lucidrains_roformer_to_hf",
+        "the bs-roformer package's BSRoformer / MelBandRoformer state dicts (with their kwargs as yaml/json)",
+    ),
 }
 
 
