@@ -203,6 +203,57 @@ ARCHITECTURES: dict[str, Architecture] = {
   year      = {2018}
 }""",
     ),
+    "bs_roformer": Architecture(
+        name="BS-RoFormer (Band-Split RoPE Transformer)",
+        domain="music",
+        description=(
+            "BS-RoFormer separates music in the complex STFT domain: the spectrogram of the stereo mixture "
+            "is split into frequency bands, each band is embedded by its own RMSNorm and linear layer, and "
+            "a stack of axial transformers alternates attention along time (per band) and across bands "
+            "(per frame), with rotary position embeddings and gated attention heads. Per-band MLP mask "
+            "estimators (Tanh, GLU) give one complex mask per stem, applied to the mixture's spectrogram "
+            "before the inverse STFT. "
+            "Converted community checkpoints (viperx, unwa, Gabox, becruily) were trained with "
+            "Music-Source-Separation-Training (MSST); this port follows MSST upstream where audio-separator "
+            "0.47.1 differs: its rotary helper leaves queries and keys unrotated with rotary-embedding-torch "
+            "0.9, it ignores zero_dc (never zeroes the DC bin) and skip_connection, and it drops the last "
+            "partial hop of the output; every such flag is pinned in the converted config (MSST's zero_dc "
+            "default became True in late 2025)."
+        ),
+        paper="Music Source Separation with Band-Split RoPE Transformer (Lu, Wang, Kong & Hung, ICASSP 2024)",
+        paper_url="https://arxiv.org/abs/2309.02612",
+        bibtex="""@inproceedings{lu2024music,
+  title     = {Music Source Separation with Band-Split {RoPE} Transformer},
+  author    = {Lu, Wei-Tsung and Wang, Ju-Chiang and Kong, Qiuqiang and Hung, Yun-Ning},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year      = {2024},
+  note      = {arXiv:2309.02612}
+}""",
+    ),
+    "mel_band_roformer": Architecture(
+        name="Mel-Band RoFormer",
+        domain="music",
+        description=(
+            "Mel-Band RoFormer is BS-RoFormer with overlapping bands taken from a mel filterbank: each band "
+            "gathers the STFT bins under one mel triangle, axial transformers with rotary embeddings "
+            "alternate attention along time and across bands, per-band MLP mask estimators give complex "
+            "masks, and the masks of bins covered by several bands are averaged before the inverse STFT. "
+            "The band map is stored in the model's config (no librosa at run time). "
+            "Converted community checkpoints (KimberleyJensen, unwa, Gabox, becruily) were trained with "
+            "Music-Source-Separation-Training (MSST); this port follows MSST upstream where audio-separator "
+            "0.47.1 differs: its rotary helper leaves queries and keys unrotated with rotary-embedding-torch "
+            "0.9, and it ignores zero_dc, skip_connection and mlp_expansion_factor; every such flag is "
+            "pinned in the converted config."
+        ),
+        paper="Mel-Band RoFormer for Music Source Separation (Wang, Lu & Won, 2023)",
+        paper_url="https://arxiv.org/abs/2310.01809",
+        bibtex="""@article{wang2023melband,
+  title   = {Mel-Band {RoFormer} for Music Source Separation},
+  author  = {Wang, Ju-Chiang and Lu, Wei-Tsung and Won, Minz},
+  journal = {arXiv preprint arXiv:2310.01809},
+  year    = {2023}
+}""",
+    ),
 }
 
 

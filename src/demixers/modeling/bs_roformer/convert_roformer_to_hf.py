@@ -151,6 +151,14 @@ _CALLABLE_KEYS = ("stft_window_fn", "multi_stft_window_fn")
 PRESETS: dict[str, dict[str, Any]] = {
     "viperx-bs-roformer-ep317": {
         "family": "bs_roformer",
+        "provenance": {
+            "author": "viperx",
+            "checkpoint": "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            "source": "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
+            "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            "config": "MSST configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml",
+            "license": "not stated by the release (check with the author before redistributing)",
+        },
         "model": {
             "dim": 512,
             "depth": 12,
@@ -182,6 +190,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "kimberleyjensen-vocals-mel-band-roformer": {
         "family": "mel_band_roformer",
+        "provenance": {
+            "author": "Kimberley Jensen",
+            "checkpoint": "MelBandRoformer.ckpt (audio-separator: vocals_mel_band_roformer.ckpt)",
+            "source": "https://huggingface.co/KimberleyJSN/melbandroformer",
+            "config": "MSST configs/KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml",
+            "license": "as stated on the source repository (not verified offline)",
+        },
         "model": {
             "dim": 384,
             "depth": 6,
@@ -369,7 +384,7 @@ def preset_config(name: str, residual: bool = True) -> BSRoformerConfig | MelBan
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
     preset = PRESETS[name]
-    data = {key: value for key, value in preset.items() if key != "family"}
+    data = {key: value for key, value in preset.items() if key not in ("family", "provenance")}
     return config_from_yaml_data(data, "msst", preset["family"], residual=residual)
 
 
@@ -408,7 +423,7 @@ _FEED_FORWARD_RULES = [
 ]
 
 
-def _slot_kinds(layout: str, family: str, config: Any) -> dict[int, str]:
+def slot_kinds(layout: str, family: str, config: Any) -> dict[int, str]:
     """Which transformer each slot of an original layer holds."""
     if layout == "lucidrains" and family == "mel_band_roformer":
         return {0: "linear", 1: "time", 2: "freq"}
@@ -480,7 +495,7 @@ def load_original_model(
     """Our model holding a checkpoint's weights (strict)."""
     family = config.model_type
     state = read_state_dict(checkpoint)
-    converted, unknown = convert_state_dict(state, _slot_kinds(layout, family, config))
+    converted, unknown = convert_state_dict(state, slot_kinds(layout, family, config))
     model_class = (
         BSRoformerForSourceSeparation if family == "bs_roformer" else MelBandRoformerForSourceSeparation
     )

@@ -98,20 +98,19 @@ class BSRoformerRotaryEmbedding(nn.Module):
         exponents = torch.arange(0, dim_head, 2)[: dim_head // 2].float() / dim_head
         return 1.0 / (ROTARY_THETA**exponents)
 
-    def cos_sin(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(length, dim_head // 2)` cosines and sines of the position angles (float32)."""
+    def rotation(self, length: int, device: torch.device) -> torch.Tensor:
+        """`(length, dim_head // 2)` unit complex numbers `exp(i * position * frequency)` (complex64)."""
         positions = torch.arange(length, device=device, dtype=torch.float32)
         angles = positions[:, None] * self.inverse_frequencies.to(device=device, dtype=torch.float32)[None]
-        return angles.cos(), angles.sin()
+        return torch.complex(angles.cos(), angles.sin())
 
 
-def apply_rotary(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate `(..., length, dim_head)` by the angles of `cos`/`sin`: pair `(2i, 2i + 1)` turns by
-    angle `i` (computed in float32, returned in the input's dtype)."""
-    pairs = states.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1)
-    return rotated.flatten(-2).to(states.dtype)
+def apply_rotary(states: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Rotate `(..., length, dim_head)` by `rotation` (`(length, dim_head // 2)` complex): pair
+    `(2i, 2i + 1)`, read as the complex number `x_2i + i x_2i+1`, is multiplied by `rotation[:, i]`
+    (one complex product per pair in float32, returned in the input's dtype)."""
+    pairs = torch.view_as_complex(states.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rotation).flatten(-2).to(states.dtype)
 
 
 class BSRoformerAttention(nn.Module):
@@ -131,11 +130,13 @@ class BSRoformerAttention(nn.Module):
         self.value_residual_gate = nn.Linear(config.dim, config.heads) if value_residual else None
         self.gate = nn.Linear(config.dim, config.heads)
         self.out_proj = nn.Linear(inner, config.dim, bias=False)
+        # the originals drop out both the attention weights and the projected output
+        self.out_dropout = nn.Dropout(config.attn_dropout)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor],
+        rotary: torch.Tensor,
         value_residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`(batch, length, dim)` -> (output, this layer's values `(batch, heads, length, dim_head)`)."""
@@ -149,14 +150,14 @@ class BSRoformerAttention(nn.Module):
                 raise ValueError("this attention layer mixes in the first layer's values, none were given")
             mix = self.value_residual_gate(hidden_states).sigmoid().transpose(1, 2).unsqueeze(-1)
             value = value.lerp(value_residual, mix)
-        cos, sin = rotary
-        query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        query, key = apply_rotary(query, rotary), apply_rotary(key, rotary)
         attended = F.scaled_dot_product_attention(
             query, key, value, dropout_p=self.dropout if self.training else 0.0
         )
         gates = self.gate(hidden_states).sigmoid().unsqueeze(-1)  # b n h 1
         attended = attended.transpose(1, 2) * gates  # b n h d
-        return self.out_proj(attended.reshape(batch, length, self.heads * self.dim_head)), values
+        projected = self.out_proj(attended.reshape(batch, length, self.heads * self.dim_head))
+        return self.out_dropout(projected), values
 
 
 class BSRoformerLinearAttention(nn.Module):
@@ -177,7 +178,7 @@ class BSRoformerLinearAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rotary: torch.Tensor | None = None,
         value_residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch, length, _ = hidden_states.shape
@@ -220,7 +221,7 @@ class BSRoformerTransformerBlock(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None,
+        rotary: torch.Tensor | None,
         value_residual: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         attended, values = self.attention(hidden_states, rotary, value_residual)
@@ -243,7 +244,7 @@ class BSRoformerTransformer(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rotary: torch.Tensor | None = None,
         value_residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns the output and the values of the first block (the value residual of later layers)."""
@@ -414,8 +415,8 @@ def run_axial_layers(
     """
     batch, frames, bands, dim = hidden_states.shape
     device = hidden_states.device
-    time_cos_sin = time_rotary.cos_sin(frames, device)
-    freq_cos_sin = freq_rotary.cos_sin(bands, device)
+    time_rotation = time_rotary.rotation(frames, device)
+    freq_rotation = freq_rotary.rotation(bands, device)
     first_values: dict[str, torch.Tensor | None] = {"time": None, "freq": None}
     outputs: list[torch.Tensor] = []
 
@@ -432,13 +433,13 @@ def run_axial_layers(
             hidden_states = hidden_states + earlier
         # along time: one sequence per (item, band)
         sequences = hidden_states.transpose(1, 2).reshape(batch * bands, frames, dim)
-        sequences, values = run(layer.time_transformer, sequences, time_cos_sin, first_values["time"])
+        sequences, values = run(layer.time_transformer, sequences, time_rotation, first_values["time"])
         if first_values["time"] is None:
             first_values["time"] = values
         hidden_states = sequences.view(batch, bands, frames, dim).transpose(1, 2)
         # across bands: one sequence per (item, frame)
         sequences = hidden_states.reshape(batch * frames, bands, dim)
-        sequences, values = run(layer.freq_transformer, sequences, freq_cos_sin, first_values["freq"])
+        sequences, values = run(layer.freq_transformer, sequences, freq_rotation, first_values["freq"])
         if first_values["freq"] is None:
             first_values["freq"] = values
         hidden_states = sequences.view(batch, frames, bands, dim)
