@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import soundfile
 import torch
+from transformers import PretrainedConfig, PreTrainedModel, pipeline
+from transformers.utils import ModelOutput
 
+import demixers
 from demixers.pipelines.chunking import (
     ChunkMember,
     ChunkSettings,
@@ -265,3 +270,198 @@ def test_bad_policy_fields_are_refused(field: str, value) -> None:
     config = SimpleNamespace(permutation_invariant=False, **{field: value})
     with pytest.raises(ValueError, match=field):
         resolve_chunk_settings(config)
+
+
+# -- MSST's demix as a policy (padded_from_start layout, linear_fade window, reflect_pad context) --
+
+
+def msst_policy_config(chunk_size: int, num_overlap: int, **extra) -> SimpleNamespace:
+    return SimpleNamespace(
+        sampling_rate=1000,
+        permutation_invariant=False,
+        chunk_size=chunk_size,
+        num_overlap=num_overlap,
+        chunk_layout="padded_from_start",
+        chunk_window="linear_fade",
+        chunk_context="reflect_pad",
+        **extra,
+    )
+
+
+def chunk_aware_model(batch: torch.Tensor) -> torch.Tensor:
+    """Two sources that depend on everything the model sees: the chunk's mean (so reflected or
+    zero padding changes every output sample) and the position in the chunk."""
+    ramp = torch.linspace(0.5, 1.5, batch.shape[-1], dtype=batch.dtype)
+    mean = batch.mean(dim=-1, keepdim=True)
+    return torch.stack([0.7 * batch * ramp + 0.3 * mean, torch.tanh(2 * batch) - 0.5 * mean], dim=1)
+
+
+def msst_demix_reference(model, mix: np.ndarray, chunk_size: int, num_overlap: int) -> np.ndarray:
+    """MSST's ``utils.model_utils.demix`` (generic mode, batch_size 1), written from its algorithm."""
+    audio = torch.from_numpy(mix)
+    fade_size = chunk_size // 10
+    step = chunk_size // num_overlap
+    border = chunk_size - step
+    length = audio.shape[-1]
+    padded = length > 2 * border and border > 0
+    if padded:  # reflect the track by `border` at both ends
+        audio = torch.nn.functional.pad(audio[None], (border, border), mode="reflect")[0]
+    window_template = torch.ones(chunk_size)
+    if fade_size > 0:
+        window_template[:fade_size] = torch.linspace(0, 1, fade_size)
+        window_template[-fade_size:] = torch.linspace(1, 0, fade_size)
+    starts = list(range(0, audio.shape[-1], step))
+    result, counter = None, torch.zeros(audio.shape)
+    for position, start in enumerate(starts):
+        part = audio[:, start : start + chunk_size]
+        chunk_length = part.shape[-1]
+        mode = "reflect" if chunk_length > chunk_size // 2 else "constant"
+        part = torch.nn.functional.pad(part[None], (0, chunk_size - chunk_length), mode=mode)
+        output = model(part)[0]
+        if result is None:
+            result = torch.zeros((output.shape[0], *audio.shape))
+        window = window_template.clone()
+        if position == 0:  # the first chunk has no fade-in
+            window[:fade_size] = 1
+        elif position == len(starts) - 1:  # the last one no fade-out
+            window[-fade_size:] = 1
+        result[..., start : start + chunk_length] += output[..., :chunk_length] * window[:chunk_length]
+        counter[..., start : start + chunk_length] += window[:chunk_length]
+    estimate = np.nan_to_num((result / counter).numpy(), nan=0.0)
+    return estimate[..., border:-border] if padded else estimate
+
+
+@pytest.mark.parametrize(
+    ("length", "num_overlap"),
+    [
+        (300, 2),  # shorter than half a chunk: one chunk completed with zeros
+        (700, 4),  # shorter than a chunk, more than half: completed by reflection
+        (1000, 2),  # exactly a chunk (num_overlap 2: not long enough for the track padding)
+        (1000, 4),
+        (4321, 2),  # several chunks + a remainder, track reflect-padded by chunk - step
+        (4321, 4),
+        (2999, 3),  # a chunk size num_overlap does not divide (step 333)
+        (2500, 1),  # no overlap: MSST's zero-weight first samples give 0 (its nan_to_num)
+    ],
+)
+def test_msst_policy_equals_msst_demix(length: int, num_overlap: int) -> None:
+    waveform = np.random.default_rng(length).standard_normal((2, length)).astype(np.float32)
+    expected = msst_demix_reference(chunk_aware_model, waveform, 1000, num_overlap)
+    single = None
+    for batch_size in (1, 3):
+        policy = resolve_chunk_settings(msst_policy_config(1000, num_overlap), batch_size=batch_size)
+        assert policy.chunk_samples == 1000 and policy.num_overlap == num_overlap
+        out = separate_chunked(chunk_aware_model, waveform, 2, 1000, policy)
+        assert out.shape == expected.shape == (2, 2, length)
+        np.testing.assert_allclose(out, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+        if single is None:
+            single = out
+        np.testing.assert_allclose(out, single, rtol=0, atol=1e-6)
+    step = 1000 // num_overlap
+    border = 1000 - step
+    padded_length = length + 2 * border if length > 2 * border else length
+    assert count_chunks(length, 1000, policy) == len(range(0, padded_length, step))
+
+
+def test_msst_policy_reads_what_msst_feeds_the_model() -> None:
+    """The model sees 1000-sample chunks of the reflect-padded track, the last one completed by its
+    own reflection (more than half a chunk) and the track's edges reflected, not zeros."""
+    seen: list[np.ndarray] = []
+
+    def recording(batch: torch.Tensor) -> torch.Tensor:
+        seen.extend(batch.numpy().copy())
+        return batch[:, None].repeat(1, 2, 1, 1)
+
+    waveform = np.arange(1, 2201, dtype=np.float32)[None]  # step 500, border 500: padded 3200
+    separate_chunked(recording, waveform, 2, 1000, resolve_chunk_settings(msst_policy_config(1000, 2)))
+    padded = np.pad(waveform[0], 500, mode="reflect")
+    assert [piece.shape[-1] for piece in seen] == [1000] * 7
+    for index, piece in enumerate(seen[:5]):
+        np.testing.assert_array_equal(piece[0], padded[500 * index : 500 * index + 1000])
+    tail = padded[2500:]  # 700 samples: completed by reflection
+    np.testing.assert_array_equal(seen[5][0], np.pad(tail, (0, 300), mode="reflect"))
+    np.testing.assert_array_equal(seen[6][0], np.pad(padded[3000:], (0, 800)))  # 200: zeros
+
+
+def test_msst_policy_overrides_and_validation() -> None:
+    config = msst_policy_config(1000, 4)
+    # --segment / --overlap override the config's exact chunk_size / num_overlap
+    overridden = resolve_chunk_settings(config, segment=0.5, overlap=0.5)
+    assert (overridden.chunk_samples, overridden.num_overlap, overridden.segment, overridden.overlap) == (
+        None,
+        None,
+        0.5,
+        0.5,
+    )
+    assert resolve_chunk_settings(config).overlap == 0.75
+    for field, value in (("chunk_size", 0), ("chunk_size", 2.5), ("num_overlap", 0), ("num_overlap", True)):
+        with pytest.raises(ValueError, match=field):
+            resolve_chunk_settings(msst_policy_config(**{"chunk_size": 1000, "num_overlap": 2, field: value}))
+    with pytest.raises(ValueError, match="sampling_rate"):
+        resolve_chunk_settings(SimpleNamespace(permutation_invariant=False, chunk_size=1000))
+    waveform = np.ones((1, 50), dtype=np.float32)
+    with pytest.raises(ValueError, match="num_overlap=20"):
+        policy = resolve_chunk_settings(msst_policy_config(10, 20))
+        separate_chunked(identity_forward(1), waveform, 1, 1000, policy)
+
+
+class MsstPolicySplitterConfig(PretrainedConfig):
+    """A music toy whose config declares MSST's demix policy (as the RoFormer families do)."""
+
+    model_type = "demixers_test_msst_policy_splitter"
+
+    def __init__(self, sampling_rate: int = 8000, chunk_size: int = 8000, num_overlap: int = 2, **kwargs):
+        self.sampling_rate = sampling_rate
+        self.audio_channels = 2
+        self.source_names = ["vocals", "instrumental"]
+        self.permutation_invariant = False
+        self.chunk_size = chunk_size
+        self.num_overlap = num_overlap
+        self.chunk_layout = "padded_from_start"
+        self.chunk_window = "linear_fade"
+        self.chunk_context = "reflect_pad"
+        super().__init__(**kwargs)
+
+
+@dataclass
+class _ToyOutput(ModelOutput):
+    audio_values: torch.FloatTensor | None = None
+
+
+class MsstPolicySplitter(PreTrainedModel):
+    config_class = MsstPolicySplitterConfig
+    main_input_name = "input_values"
+
+    def __init__(self, config: MsstPolicySplitterConfig) -> None:
+        super().__init__(config)
+        self.gain = torch.nn.Parameter(torch.ones(1))
+        self.post_init()
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        pass
+
+    def forward(self, input_values: torch.Tensor, **_: object) -> _ToyOutput:
+        return _ToyOutput(audio_values=self.gain * chunk_aware_model(input_values))
+
+
+demixers.register_model_family(MsstPolicySplitterConfig, MsstPolicySplitter)
+
+
+@pytest.mark.parametrize("seconds", [0.7, 3.3])
+def test_msst_policy_through_the_pipeline_and_stream_file(tmp_path, seconds: float) -> None:
+    """The pipeline follows the config's policy: in memory, streamed from a file and MSST's loop
+    agree, whatever the batch size."""
+    folder = tmp_path / "msst_toy"
+    MsstPolicySplitter(MsstPolicySplitterConfig()).eval().save_pretrained(folder)
+    separator = pipeline("audio-source-separation", model=str(folder))
+    rng = np.random.default_rng(7)
+    waveform = (0.3 * rng.standard_normal((2, round(seconds * 8000)))).astype(np.float32)
+    path = tmp_path / "song.wav"
+    soundfile.write(path, waveform.T, 8000, subtype="FLOAT")
+    expected = msst_demix_reference(chunk_aware_model, waveform, 8000, 2)
+    in_memory = np.stack([stem["audio"] for stem in separator(str(path))])
+    np.testing.assert_allclose(in_memory, expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+    for batch_size in (1, 4):
+        streamed = np.concatenate(list(separator.stream_file(path, batch_size=batch_size)), axis=-1)
+        assert streamed.shape == in_memory.shape
+        np.testing.assert_allclose(streamed, in_memory, rtol=0, atol=1e-6)

@@ -23,6 +23,22 @@ Chunking policies (config fields; absent fields take the defaults, the "speech" 
     (``from_start``, ``triangle``, power 1, context), so the pipeline reproduces
     ``apply_model(split=True)`` and, with the normalisation below, demucs' ``separate``.
 
+MSST's ``demix`` (the RoFormer families' policy)
+    ``chunk_layout="padded_from_start"``: the input is padded by ``chunk - step`` samples at both
+    ends when it is longer than twice that, and chunks start every ``step`` samples from the
+    padded start while they start inside it (the last ones hold fewer samples of it);
+    ``chunk_window="linear_fade"``: linear fades over ``chunk // 10`` samples at both edges of
+    every chunk but the first chunk's start and the last chunk's end, the overlap-add divided by the
+    summed windows; ``chunk_context="reflect_pad"``: what the model sees beyond the input is its
+    reflection (torch's "reflect"), and a chunk shorter than the segment is completed to it by its
+    own reflection when it holds more than half a segment, by zeros otherwise. The chunk is the
+    config's ``chunk_size`` (samples, exact) and ``step = chunk // num_overlap`` (the config's
+    ``num_overlap``); ``segment`` / ``overlap`` arguments override them (then ``step = chunk -
+    round(overlap * chunk)``). The numbers are those of MSST's ``demix`` with ``batch_size=1``
+    whatever our batch size (MSST itself decides "first" and "last" chunk per batch, so its
+    larger batches fade differently at the track's end). Memory stays bounded: the reflections
+    only read input near the chunk.
+
 Bags
     A model with a ``models`` list and ``config.weights`` (`DemucsBagForSourceSeparation`) is run
     as one `ChunkMember` per member, each with its own policy and segment, its output scaled by its
@@ -100,9 +116,11 @@ DEFAULT_SPEECH_OVERLAP = 0.5
 DEFAULT_BATCH_SIZE = 1
 DEFAULT_MAX_SHIFT_SECONDS = 0.5
 # Chunking policies a config may declare (`chunk_window`, `chunk_layout`, `chunk_context`).
-WINDOWS = ("raised_cosine", "triangle")
-LAYOUTS = ("end_aligned", "from_start")
-CONTEXTS = ("none", "segment", "valid_length")
+WINDOWS = ("raised_cosine", "triangle", "linear_fade")
+LAYOUTS = ("end_aligned", "from_start", "padded_from_start")
+CONTEXTS = ("none", "segment", "valid_length", "reflect_pad")
+# MSST's demix fades every chunk in and out linearly over a tenth of the chunk.
+LINEAR_FADE_FRACTION = 10
 # Exhaustive permutation search up to this many sources (8! = 40320 sums of an S x S matrix).
 
 # forward(batch (chunks, channels, time) float32 tensor) -> (chunks, sources, channels, time)
@@ -125,6 +143,11 @@ class ChunkSettings:
     transition_power: float = 1.0
     layout: str = "end_aligned"
     context: str = "none"
+    # Exact chunk length in samples (a config's ``chunk_size``; None: from ``segment`` seconds) and
+    # MSST's ``num_overlap`` (stride ``chunk // num_overlap`` in the ``padded_from_start`` layout;
+    # None: the stride comes from ``overlap``).
+    chunk_samples: int | None = None
+    num_overlap: int | None = None
 
 
 def resolve_chunk_settings(
@@ -137,19 +160,34 @@ def resolve_chunk_settings(
 ) -> ChunkSettings:
     """Fill unset parameters from the model config, then from the per-family defaults.
 
-    * ``segment``: argument, else ``config.segment`` (seconds), else 8 s for permutation-invariant
-      (speech) models and 10 s otherwise.
-    * ``overlap``: argument, else ``config.overlap``, else 0.5 for speech models and 0.25
-      otherwise. Must be in ``[0, 1)``.
+    * ``segment``: argument, else ``config.chunk_size`` (an exact number of samples, MSST's
+      ``chunk_size``: the chunk is exactly that long), else ``config.segment`` (seconds), else 8 s
+      for permutation-invariant (speech) models and 10 s otherwise.
+    * ``overlap``: argument, else ``config.num_overlap`` (MSST's: ``overlap = 1 - 1 / num_overlap``,
+      and the ``padded_from_start`` layout steps by exactly ``chunk // num_overlap``), else
+      ``config.overlap``, else 0.5 for speech models and 0.25 otherwise. Must be in ``[0, 1)``.
     * ``batch_size`` (chunks per forward): argument, else ``config.chunk_batch_size``, else 1.
     * ``shifts``: argument, else 0. Positive shifts are refused for permutation-invariant models.
     * ``seed``: argument, else 0 (shifts are reproducible by default).
     """
     speech = is_permutation_invariant(config)
+    chunk_samples = None
+    if segment is None:
+        chunk_samples = _positive_int_field(config, "chunk_size")
+        if chunk_samples is not None:
+            sampling_rate = _positive_int_field(config, "sampling_rate")
+            if sampling_rate is None:
+                raise ValueError("chunk_size (samples) needs the config's sampling_rate")
+            segment = chunk_samples / sampling_rate
     if segment is None:
         segment = getattr(config, "segment", None)
     if segment is None:
         segment = DEFAULT_SPEECH_SEGMENT_SECONDS if speech else DEFAULT_SEGMENT_SECONDS
+    num_overlap = None
+    if overlap is None:
+        num_overlap = _positive_int_field(config, "num_overlap")
+        if num_overlap is not None:
+            overlap = 1.0 - 1.0 / num_overlap
     if overlap is None:
         overlap = getattr(config, "overlap", None)
     if overlap is None:
@@ -203,7 +241,18 @@ def resolve_chunk_settings(
         transition_power=float(transition_power),
         layout=layout,
         context=context,
+        chunk_samples=chunk_samples,
+        num_overlap=num_overlap,
     )
+
+
+def _positive_int_field(config: Any, field: str) -> int | None:
+    value = getattr(config, field, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{field} must be a positive int, got {value!r}")
+    return int(value)
 
 
 def _policy_choice(config: Any, field: str, default: str, choices: tuple[str, ...]) -> str:
@@ -266,6 +315,50 @@ def from_start_layout(total: int, chunk: int, overlap: float) -> tuple[list[int]
     return offsets, [min(chunk, total - offset) for offset in offsets]
 
 
+def padded_from_start_layout(total: int, chunk: int, step: int) -> tuple[list[int], list[int]]:
+    """``(offsets, lengths)`` of MSST's ``demix``, in input positions.
+
+    The input is padded by ``border = chunk - step`` samples at both ends when it is longer than
+    ``2 * border`` (and ``border > 0``); chunks start at ``0, step, 2 * step, ...`` of the padded
+    input while they start inside it, each holding ``min(chunk, padded_length - start)`` samples of
+    it. Offsets are given relative to the unpadded input (the first is ``-border`` when padded), so
+    chunks may begin before 0 and end after ``total``: what lies there is the chunk's context.
+    """
+    if total <= 0:
+        raise ValueError(f"cannot chunk {total} samples")
+    if not 1 <= step <= chunk:
+        raise ValueError(f"the step must be in [1, {chunk}] samples for a {chunk}-sample chunk, got {step}")
+    border = chunk - step
+    pad = border if border > 0 and total > 2 * border else 0
+    padded = total + 2 * pad
+    starts = range(0, padded, step)
+    return [start - pad for start in starts], [min(chunk, padded - start) for start in starts]
+
+
+def padded_step(chunk: int, settings: ChunkSettings) -> int:
+    """Stride of the ``padded_from_start`` layout: ``chunk // num_overlap`` (MSST) when the config
+    declares ``num_overlap``, else ``chunk - round(overlap * chunk)``."""
+    if settings.num_overlap is not None:
+        step = chunk // settings.num_overlap
+        if step < 1:
+            raise ValueError(f"num_overlap={settings.num_overlap} leaves no step for a {chunk}-sample chunk")
+        return step
+    return max(1, chunk - round(settings.overlap * chunk))
+
+
+def _linear_fade(segment: int, fade_in: bool, fade_out: bool) -> np.ndarray:
+    """MSST's window: ones, with a linear ramp 0 -> 1 over the first ``segment // 10`` samples and
+    1 -> 0 over the last ones (both ends included: the ramps reach exactly 0)."""
+    window = np.ones(segment, dtype=np.float64)
+    fade = segment // LINEAR_FADE_FRACTION
+    if fade > 0:
+        if fade_out:
+            window[segment - fade :] = np.linspace(1.0, 0.0, fade)
+        if fade_in:
+            window[:fade] = np.linspace(0.0, 1.0, fade)
+    return window
+
+
 def _triangle(chunk: int, power: float) -> np.ndarray:
     """apply_model's weight: a triangle peaking mid-segment, normalised to 1, to ``power``."""
     ramp = np.concatenate([np.arange(1, chunk // 2 + 1), np.arange(chunk - chunk // 2, 0, -1)])
@@ -278,11 +371,17 @@ class _Windows:
     ``raised_cosine``: sin² fades over the overlaps with the neighbouring chunks, flat elsewhere
     (all chunks have one length). ``triangle``: the segment-long triangle to ``transition_power``,
     cut like the chunk when the chunk is cut at the input's end (apply_model's weighting).
+    ``linear_fade``: MSST's segment-long window with linear fades over a tenth of the segment,
+    without the fade-in on the first chunk and without the fade-out on the last one (a single
+    chunk keeps its fade-out, as MSST's ``demix`` does), cut like the chunk. A sample that no chunk
+    weighs (every window is 0 there) gets 0, as MSST's ``nan_to_num`` of ``0 / 0``.
     """
 
     def __init__(self, offsets: list[int], lengths: list[int], settings: ChunkSettings, segment: int) -> None:
         self.offsets = offsets
         self.lengths = lengths
+        self._kind = settings.window
+        self._segment = segment
         self._triangle = (
             _triangle(segment, settings.transition_power) if settings.window == "triangle" else None
         )
@@ -292,6 +391,9 @@ class _Windows:
     def _key(self, index: int) -> tuple[int, ...]:
         if self._triangle is not None:
             return (self.lengths[index],)
+        if self._kind == "linear_fade":
+            last = index == len(self.offsets) - 1
+            return (self.lengths[index], int(index > 0), int(not last or index == 0))
         offsets, chunk = self.offsets, self.lengths[index]
         fade_in = offsets[index - 1] + self.lengths[index - 1] - offsets[index] if index > 0 else 0
         fade_out = offsets[index] + chunk - offsets[index + 1] if index + 1 < len(offsets) else 0
@@ -302,6 +404,8 @@ class _Windows:
         if key not in self._raw:
             if self._triangle is not None:
                 self._raw[key] = self._triangle[: key[0]]
+            elif self._kind == "linear_fade":
+                self._raw[key] = _linear_fade(self._segment, bool(key[1]), bool(key[2]))[: key[0]]
             else:
                 self._raw[key] = _window(*key)
         return self._raw[key]
@@ -328,7 +432,9 @@ class _Windows:
                 shift = offsets[other] - start
                 lo, hi = max(0, shift), min(chunk, shift + lengths[other])
                 total[lo:hi] += self._raw_window(other)[lo - shift : hi - shift]
-            self._normalised[key] = (self._raw_window(index) / total).astype(np.float32)
+            weights = np.zeros_like(total)
+            np.divide(self._raw_window(index), total, out=weights, where=total > 0)
+            self._normalised[key] = weights.astype(np.float32)
         return self._normalised[key]
 
 
@@ -547,6 +653,7 @@ class _InputWindow:
 
     def __init__(self, blocks: Iterable[np.ndarray], channels: int, total: int) -> None:
         self._blocks = iter(blocks)
+        self.channels = channels
         self._channels = channels
         self._total = total
         self._buffer = np.zeros((channels, 0), dtype=np.float32)
@@ -609,14 +716,17 @@ class _Pass:
     """One member's pass over the input delayed by ``delay`` zero samples (a shift, or the only one).
 
     Chunk ``i`` covers virtual positions ``[offsets[i], offsets[i] + lengths[i])`` (input position =
-    virtual - delay); the model sees ``reads[i]`` samples centred on it (the chunk plus context).
+    virtual - delay; the ``padded_from_start`` layout lets chunks reach beyond both ends); the
+    model sees ``reads[i]`` samples that hold the chunk from their sample ``leads[i]`` on (the
+    chunk plus its context: centred for ``segment`` / ``valid_length``, MSST's reflections for
+    ``reflect_pad``).
     """
 
     def __init__(
         self, member: ChunkMember, total: int, delay: int, sampling_rate: int, scale: float | np.ndarray
     ) -> None:
         settings = member.settings
-        segment = segment_samples(settings.segment, sampling_rate)
+        segment = settings.chunk_samples or segment_samples(settings.segment, sampling_rate)
         if segment < 1:
             raise ValueError(f"segment={settings.segment} s is shorter than one sample at {sampling_rate} Hz")
         self.member = member
@@ -624,24 +734,28 @@ class _Pass:
         self.delay = delay
         self.total = total
         self.scale = scale
+        self.virtual_total = total + delay
         if settings.layout == "from_start":
-            self.offsets, self.lengths = from_start_layout(total + delay, segment, settings.overlap)
+            self.offsets, self.lengths = from_start_layout(self.virtual_total, segment, settings.overlap)
+        elif settings.layout == "padded_from_start":
+            step = padded_step(segment, settings)
+            self.offsets, self.lengths = padded_from_start_layout(self.virtual_total, segment, step)
         else:
-            chunk, self.offsets = chunk_layout(total + delay, segment, settings.overlap)
+            chunk, self.offsets = chunk_layout(self.virtual_total, segment, settings.overlap)
             self.lengths = [chunk] * len(self.offsets)
         self.reads = [self._read_length(length, segment) for length in self.lengths]
+        reflect = settings.context == "reflect_pad"
+        self.leads = [0 if reflect else (r - n) // 2 for n, r in zip(self.lengths, self.reads, strict=True)]
         self.windows = _Windows(self.offsets, self.lengths, settings, segment)
         # earliest input position any chunk from index i on will read (context included)
-        starts = [
-            o - delay - (r - n) // 2 for o, n, r in zip(self.offsets, self.lengths, self.reads, strict=True)
-        ]
+        starts = [self._first_read(index) for index in range(len(self.offsets))]
         self._read_from = list(itertools.accumulate(reversed(starts), min))[::-1]
         self.next = 0  # index of the next chunk to run
         self.previous: np.ndarray | None = None  # aligned sources of the previous chunk (speech)
 
     def _read_length(self, length: int, segment: int) -> int:
         context = self.settings.context
-        if context == "segment":
+        if context in ("segment", "reflect_pad"):
             target = max(length, segment)
         elif context == "valid_length":
             if self.member.valid_length is None:
@@ -652,6 +766,46 @@ class _Pass:
         if target < length:
             raise RuntimeError(f"the model's valid length {target} is shorter than the chunk ({length})")
         return target
+
+    def _reflected_positions(self, index: int) -> np.ndarray:
+        """Input positions of the ``reads[index]`` samples the model sees under ``reflect_pad``
+        (-1: a zero). As MSST's ``demix``: the virtual input reflected (``torch``'s "reflect",
+        the edge sample not repeated) beyond its ends, and a chunk shorter than the segment
+        completed by its own reflection when it holds more than half a segment, by zeros otherwise."""
+        offset, length, read = self.offsets[index], self.lengths[index], self.reads[index]
+        within = np.arange(read, dtype=np.int64)
+        zero = np.zeros(read, dtype=bool)
+        if read > length:
+            if 2 * length > read:  # MSST: chunk_len > chunk_size // 2 (read is the segment here)
+                within = np.where(within < length, within, 2 * (length - 1) - within)
+            else:
+                zero = within >= length
+        virtual = offset + within
+        last = self.virtual_total - 1
+        virtual = np.where(virtual < 0, -virtual, virtual)
+        virtual = np.where(virtual > last, 2 * last - virtual, virtual)
+        positions = virtual - self.delay
+        positions[zero | (positions < 0)] = -1  # completion zeros and the zero delay prefix
+        return positions
+
+    def _first_read(self, index: int) -> int:
+        if self.settings.context == "reflect_pad":
+            positions = self._reflected_positions(index)
+            positions = positions[positions >= 0]
+            return int(positions.min()) if positions.size else self.total
+        return self.offsets[index] - self.delay - self.leads[index]
+
+    def model_input(self, source: _InputWindow, index: int) -> np.ndarray:
+        """The ``(channels, reads[index])`` samples the model sees for chunk ``index``."""
+        if self.settings.context != "reflect_pad":
+            return source.read(self.offsets[index] - self.delay - self.leads[index], self.reads[index])
+        positions = self._reflected_positions(index)
+        valid = positions >= 0
+        piece = np.zeros((source.channels, positions.size), dtype=np.float32)
+        if valid.any():
+            low, high = int(positions[valid].min()), int(positions[valid].max()) + 1
+            piece[:, valid] = source.read(low, high - low)[:, positions[valid] - low]
+        return piece
 
     @property
     def done(self) -> bool:
@@ -779,25 +933,28 @@ def _run_batch(
 ) -> int:
     """Run the next chunks of ``current`` (up to ``batch_size``, all of one read length), add them
     (times the pass's scale) to the sum and return how many ran."""
-    offsets, lengths, reads, delay = current.offsets, current.lengths, current.reads, current.delay
+    offsets, lengths, reads, leads, delay = (
+        current.offsets,
+        current.lengths,
+        current.reads,
+        current.leads,
+        current.delay,
+    )
     first = current.next
     indices = [first]
     while (
         len(indices) < current.settings.batch_size
         and indices[-1] + 1 < len(offsets)
         and reads[indices[-1] + 1] == reads[first]
-        and lengths[indices[-1] + 1] == lengths[first]
     ):
         indices.append(indices[-1] + 1)
-    read, chunk = reads[first], lengths[first]
-    context = (read - chunk) // 2  # apply_model centres the chunk in its context
+    read = reads[first]
     # virtual position p maps to input sample p - delay; a chunk wholly in the delay prefix only
     # adds to outputs that are cut off, so it is not run at all
     starts = [offsets[i] - delay for i in indices]
-    needed = [start + chunk > 0 for start in starts]
+    needed = [start + lengths[i] > 0 for start, i in zip(starts, indices, strict=True)]
     pieces = [
-        source.read(start - context, read) if need else None
-        for start, need in zip(starts, needed, strict=True)
+        current.model_input(source, i) if need else None for i, need in zip(indices, needed, strict=True)
     ]
     active = [k for k, piece in enumerate(pieces) if piece is not None and np.any(piece)]
     results: list[np.ndarray | None] = [None] * len(indices)
@@ -809,10 +966,11 @@ def _run_batch(
         if estimates.shape != expected:
             raise RuntimeError(f"the model returned shape {estimates.shape} for chunks of shape {expected}")
         for k, estimate in zip(active, estimates, strict=True):
-            results[k] = estimate[..., context : context + chunk]
+            lead = leads[indices[k]]
+            results[k] = estimate[..., lead : lead + lengths[indices[k]]]
     del pieces
     for k, index in enumerate(indices):
-        start = starts[k]
+        start, chunk = starts[k], lengths[index]
         if not needed[k]:
             current.previous = None
             continue
@@ -820,7 +978,7 @@ def _run_batch(
         if estimate is None:  # digital silence in (the model's whole view): silence out
             estimate = np.zeros((num_sources, channels, chunk), dtype=np.float32)
         elif not np.isfinite(estimate).all():
-            begin, end = max(0, start) / sampling_rate, (start + chunk) / sampling_rate
+            begin, end = max(0, start) / sampling_rate, min(start + chunk, current.total) / sampling_rate
             raise RuntimeError(f"the model produced NaN/Inf for the chunk {begin:.2f}-{end:.2f} s")
         if align and current.previous is not None and index > 0:
             common = min(offsets[index - 1] + lengths[index - 1] - offsets[index], chunk)
@@ -830,9 +988,11 @@ def _run_batch(
                 if perm != tuple(range(num_sources)):
                     estimate = estimate[list(perm)]
         weight = current.windows.normalised(index)
-        lo = max(0, -start)  # skip the zero delay prefix
-        target = accumulator.target(start + lo, start + chunk)
-        target += (current.scale * weight[lo:]) * estimate[..., lo:]
+        lo = max(0, -start)  # skip the zero delay prefix (and MSST's padding before the input)
+        hi = min(chunk, current.total - start)  # and MSST's padding after it
+        if hi > lo:
+            target = accumulator.target(start + lo, start + hi)
+            target += (current.scale * weight[lo:hi]) * estimate[..., lo:hi]
         current.previous = estimate if align else None
         results[k] = None
     current.next = indices[-1] + 1

@@ -40,7 +40,7 @@ from ..utils.model_contract import is_permutation_invariant
 from . import checkpointing as ckpt
 from .config import dump_config, flat_config, save_config
 from .data import ShardedBatchSampler, build_eval_dataset, build_train_dataset
-from .losses import SeparationLoss, compute_loss
+from .losses import SeparationLoss, compute_loss, loss_options
 from .optim import EMA, LRSchedule, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -567,8 +567,7 @@ class Trainer:
                 output.audio_values,
                 batch["labels"],
                 mask,
-                clamp_db=self.training["si_snr_clamp_db"],
-                soft_max_db=self.training["si_snr_soft_max_db"],
+                **loss_options(self.training),
             )
         return result.loss, result.per_source
 
@@ -761,8 +760,7 @@ class Trainer:
                 estimates[None],
                 references[None],
                 None,
-                clamp_db=self.training["si_snr_clamp_db"],
-                soft_max_db=self.training["si_snr_soft_max_db"],
+                **loss_options(self.training),
             ).loss
         )
 

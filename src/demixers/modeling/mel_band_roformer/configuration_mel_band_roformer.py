@@ -287,6 +287,12 @@ class MelBandRoformerConfig(PretrainedConfig):
     """
 
     model_type = "mel_band_roformer"
+    # Chunked inference follows MSST's `demix` (demixers.pipelines.chunking): `chunk_size`-sample
+    # chunks every `chunk_size // num_overlap` samples over the reflect-padded track, linear fades of
+    # a tenth of a chunk, the last chunk completed by reflection (or zeros when under half a chunk).
+    chunk_layout = "padded_from_start"
+    chunk_window = "linear_fade"
+    chunk_context = "reflect_pad"
 
     def __init__(
         self,
