@@ -58,6 +58,10 @@ _LAZY_NAMES: dict[str, str] = {
         ".modeling.mossformer",
     ),
     **dict.fromkeys(
+        ("MossFormer2Config", "MossFormer2ForSourceSeparation", "MossFormer2SourceSeparationOutput"),
+        ".modeling.mossformer2",
+    ),
+    **dict.fromkeys(
         (
             "StackedHourglassConfig",
             "StackedHourglassForSourceSeparation",
@@ -96,6 +100,11 @@ if TYPE_CHECKING:
         MossFormerConfig,
         MossFormerForSourceSeparation,
         MossFormerSourceSeparationOutput,
+    )
+    from .modeling.mossformer2 import (
+        MossFormer2Config,
+        MossFormer2ForSourceSeparation,
+        MossFormer2SourceSeparationOutput,
     )
     from .modeling.stacked_hourglass import (
         StackedHourglassConfig,
@@ -148,6 +157,9 @@ __all__ = [
     "HDemucsForSourceSeparation",
     "HTDemucsConfig",
     "HTDemucsForSourceSeparation",
+    "MossFormer2Config",
+    "MossFormer2ForSourceSeparation",
+    "MossFormer2SourceSeparationOutput",
     "MossFormerConfig",
     "MossFormerForSourceSeparation",
     "MossFormerSourceSeparationOutput",

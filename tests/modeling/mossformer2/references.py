@@ -102,7 +102,9 @@ def _modelscope_stubs() -> dict[str, types.ModuleType]:
         "modelscope.models.audio.separation": _module("modelscope.models.audio.separation"),
         MODELSCOPE_PACKAGE: _module(MODELSCOPE_PACKAGE),
         "modelscope.utils": _module("modelscope.utils"),
-        "modelscope.utils.constant": _module("modelscope.utils.constant", Tasks=_Names(), ModelFile=_ModelFile()),
+        "modelscope.utils.constant": _module(
+            "modelscope.utils.constant", Tasks=_Names(), ModelFile=_ModelFile()
+        ),
     }
 
 
@@ -157,7 +159,7 @@ def _load(package: str, source_dir: Path, files: tuple[str, ...], stubs: dict[st
 
 
 def build_modelscope_reference(**overrides: Any) -> nn.Module:
-    """ModelScope's ``MossFormer2`` at the 8 kHz release's architecture (``overrides`` change fields), eval mode."""
+    """ModelScope's ``MossFormer2`` at the 8 kHz release's size (``overrides`` change kwargs), eval mode."""
     modules = _load(
         MODELSCOPE_PACKAGE,
         _package_dir("modelscope", "models", "audio", "separation", "m2"),
@@ -194,7 +196,7 @@ def modelscope_separate(model: nn.Module, mixture: torch.Tensor) -> torch.Tensor
 
 
 def clearvoice_separate(model: nn.Module, mixture: torch.Tensor) -> torch.Tensor:
-    """ClearerVoice forward on ``(batch, time)`` (a list of ``(batch, time)``), as ``(batch, sources, 1, time)``."""
+    """ClearerVoice forward on ``(batch, time)`` (a list per speaker) as ``(batch, sources, 1, time)``."""
     with torch.no_grad():
         estimates = model(mixture)
     return torch.stack(estimates, dim=1)[:, :, None, :]
