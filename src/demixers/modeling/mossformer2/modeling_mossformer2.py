@@ -442,6 +442,22 @@ class MossFormer2Block(GradientCheckpointingLayer):
 # ---------------------------------------------------------------------------------------------
 
 
+class MossFormer2InstanceNorm(nn.InstanceNorm1d):
+    """Instance norm over time of ``(batch, channels, time)`` with affine parameters, for any length.
+
+    PyTorch (and so the references) refuses a single frame; its statistics are then the frame
+    itself, so the normalised value is exactly 0 and the output is the bias.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, affine=True)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.shape[-1] > 1:
+            return super().forward(hidden_states)
+        return torch.zeros_like(hidden_states) + self.bias[:, None]
+
+
 class MossFormer2DilatedMemory(nn.Module):
     """The FSMN memory: dense dilated grouped convolutions over time of ``(batch, channels, time)``.
 
@@ -466,7 +482,7 @@ class MossFormer2DilatedMemory(nn.Module):
             )
             for index in range(depth)
         )
-        self.norms = nn.ModuleList(nn.InstanceNorm1d(channels, affine=True) for _ in range(depth))
+        self.norms = nn.ModuleList(MossFormer2InstanceNorm(channels) for _ in range(depth))
         self.activations = nn.ModuleList(nn.PReLU(channels) for _ in range(depth))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
