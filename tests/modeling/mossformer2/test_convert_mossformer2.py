@@ -242,22 +242,39 @@ def test_clearvoice_yaml_is_read_safely_and_validated(
 
 @pytest.mark.slow
 def test_released_sizes_parity_against_both_references(tmp_path: Path, capsys) -> None:
-    """55.7M parameters, every weight perturbed, 0.3 s of speech: ModelScope 8 kHz, ClearerVoice 16 kHz."""
+    """55.7M parameters, every weight perturbed, 0.2 s of speech: ModelScope 8 kHz, ClearerVoice 16 kHz.
+
+    Both references get the same perturbed weights (their state dicts have one layout), each saved
+    in its release's files and converted by its own converter.
+    """
+    modelscope = perturb_parameters(build_modelscope_reference(), seed=8)
+    source = save_modelscope_layout(modelscope, tmp_path / "modelscope", MODELSCOPE_RELEASE_KWARGS)
     cases = [
-        ("ModelScope 8 kHz", build_modelscope_reference, modelscope_separate, 8000),
-        ("ClearerVoice 16 kHz", build_clearvoice_reference, clearvoice_separate, 16000),
+        (
+            "ModelScope 8 kHz",
+            modelscope,
+            modelscope_separate,
+            convert_modelscope_checkpoint(source, tmp_path / "ours8k"),
+            8000,
+        )
     ]
-    for name, build, separate, sampling_rate in cases:
-        reference = perturb_parameters(build(), seed=sampling_rate)
-        if sampling_rate == 8000:
-            source = save_modelscope_layout(reference, tmp_path / "modelscope", MODELSCOPE_RELEASE_KWARGS)
-            folder = convert_modelscope_checkpoint(source, tmp_path / "ours8k")
-        else:
-            source = save_clearvoice_layout(reference, tmp_path / "clearvoice", {})
-            folder = convert_clearvoice_checkpoint(source, tmp_path / "ours16k")
+    clearvoice = build_clearvoice_reference()
+    clearvoice.load_state_dict(modelscope.state_dict(), strict=True)
+    source = save_clearvoice_layout(clearvoice, tmp_path / "clearvoice", {})
+    cases.append(
+        (
+            "ClearerVoice 16 kHz",
+            clearvoice,
+            clearvoice_separate,
+            convert_clearvoice_checkpoint(source, tmp_path / "ours16k"),
+            16000,
+        )
+    )
+    for name, reference, separate, folder, sampling_rate in cases:
         model = load(folder)
         assert model.config.sampling_rate == sampling_rate
-        mixture = speech_batch(int(0.3 * sampling_rate) + 1, sampling_rate, batch=1)[:, 0]
+        assert sum(p.numel() for p in model.parameters()) == 55_735_394
+        mixture = speech_batch(int(0.2 * sampling_rate) + 1, sampling_rate, batch=1)[:, 0]
         expected = separate(reference, mixture)
         with torch.no_grad():
             actual = model(input_values=mixture).audio_values
@@ -265,4 +282,3 @@ def test_released_sizes_parity_against_both_references(tmp_path: Path, capsys) -
         with capsys.disabled():
             print(f"\nMossFormer2 released size vs {name}: max |ours - ref| / max |ref| = {difference:.3g}")
         assert difference <= RELATIVE_TOLERANCE
-        del reference, model
