@@ -211,3 +211,12 @@ def test_single_frame_instance_norm_gives_its_bias() -> None:
     expected = F.prelu(torch.tensor([[0.5, -1.0, 2.0, 0.0]]), memory.activations[-1].weight)[0]
     torch.testing.assert_close(output, expected[None, :, None].expand(3, 4, 1))
     assert torch.isfinite(two_frames).all()
+
+
+def test_model_card_names_the_paper_and_the_16k_release() -> None:
+    from demixers.model_cards.architectures import architecture_for
+
+    architecture = architecture_for(MossFormer2Config.model_type)
+    assert architecture is not None and architecture.domain == "speech"
+    assert "2312.11825" in architecture.paper_url and "zhao2024mossformer2" in architecture.bibtex
+    assert "demixers convert clearvoice-mossformer2" in architecture.description
