@@ -215,7 +215,7 @@ def machine_info(torch) -> dict[str, Any]:
 
 def summarize(payload: dict[str, Any]) -> None:
     flops, bound = payload.get("flops"), payload.get("matmul")
-    for entry in payload["lengths"]:
+    for entry in payload.get("lengths", []):
         for name, runs in entry["runs"].items():
             wall = statistics.median(run["wall_s"] for run in runs)
             summary = {"median_wall_s": round(wall, 3), "rtf": round(wall / entry["seconds"], 3)}
@@ -236,7 +236,7 @@ def render(payload: dict[str, Any]) -> str:
         "length | variant   | wall s  | RTF   | GFLOP/s | of bound | ratio ours/ref (wall, cpu) "
         "| load avg (1 min)",
     ]
-    for entry in payload["lengths"]:
+    for entry in payload.get("lengths", []):
         for name, summary in entry["summary"].items():
             loads = [run["load_average_before"][0] for run in entry["runs"][name]]
             ratio = f"{entry['ratio_wall']:.3f}, {entry['ratio_cpu']:.3f}" if name == "ours" else ""
@@ -298,26 +298,32 @@ def main(argv: list[str] | None = None) -> int:
         payload["parameters"] = sum(p.numel() for p in ours.parameters())
         payload["matmul"] = measure_matmul(torch, {"device": "cpu", "dtype": "fp32", "matmul_seconds": 3.0})
         payload["flops"] = count_flops(torch, reference, ours, args.flops_seconds)
-        payload["lengths"] = []
+        payload["lengths"], payload["stream"] = [], []
         for seconds in args.lengths:
             repeats = args.long_repeats if seconds > 30 else args.repeats
             payload["lengths"].append(time_length(torch, reference, ours, seconds, repeats))
             print(f"{seconds:g} s done: ratio {payload['lengths'][-1]['ratio_wall']}", flush=True)
-        payload["stream"] = [
-            measure_stream(ours_folder, s, scratch, args.threads) for s in args.stream_lengths
-        ]
+            save(payload, args.output)  # partial results survive an interrupted long run
+        for seconds in args.stream_lengths:
+            payload["stream"].append(measure_stream(ours_folder, seconds, scratch, args.threads))
+            save(payload, args.output)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     payload["load_average_at_end"] = _load()
-    summarize(payload)
+    save(payload, args.output)
     print(render(payload))
-    if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        temporary = output.with_suffix(output.suffix + ".tmp")
-        temporary.write_text(json.dumps(payload, indent=1) + "\n")
-        os.replace(temporary, output)
     return 0
+
+
+def save(payload: dict[str, Any], output: str | None) -> None:
+    """Summarise and write ``payload`` to ``output`` (atomically: a temporary file, then a rename)."""
+    summarize(payload)
+    if output:
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(path.suffix + ".tmp")
+        temporary.write_text(json.dumps(payload, indent=1) + "\n")
+        os.replace(temporary, path)
 
 
 if __name__ == "__main__":
