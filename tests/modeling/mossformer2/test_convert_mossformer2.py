@@ -33,9 +33,10 @@ from tests.modeling.parity_utils import perturb_parameters, relative_max_differe
 
 SMALL_MODELSCOPE = {**MODELSCOPE_RELEASE_KWARGS, "in_channels": 32, "out_channels": 32, "num_blocks": 2}
 SMALL_CLEARVOICE = {"encoder_embedding_dim": 32, "mossformer_sequence_dim": 32, "num_mossformer_layer": 2}
-# 24 samples: two frames (the references refuse one: their instance norm needs two); 1001: one
-# partial attention group; 2600 (324 frames): a full and a partial group
-LENGTHS = (24, 1001, 2600)
+# 24 samples: two frames (the references refuse one: their instance norm needs two); 1009 (125
+# frames): one partial attention group and an odd frame count (the FSMN's dilated layer runs on two
+# phases of unequal length); 2600 (324 frames): a full and a partial group
+LENGTHS = (24, 1009, 2600)
 RELATIVE_TOLERANCE = 1e-5
 
 
