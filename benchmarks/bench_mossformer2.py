@@ -218,13 +218,23 @@ def summarize(payload: dict[str, Any]) -> None:
     for entry in payload.get("lengths", []):
         for name, runs in entry["runs"].items():
             wall = statistics.median(run["wall_s"] for run in runs)
-            summary = {"median_wall_s": round(wall, 3), "rtf": round(wall / entry["seconds"], 3)}
+            cpu = statistics.median(run["cpu_s"] for run in runs)
+            summary = {
+                "median_wall_s": round(wall, 3),
+                "median_cpu_s": round(cpu, 3),
+                "rtf": round(wall / entry["seconds"], 3),
+            }
             if flops:
                 gflop = flops[f"{name}_gflop_per_audio_second"] * entry["seconds"]
                 summary["gflop"] = round(gflop, 1)
                 summary["achieved_gflops"] = round(gflop / wall, 2)
+                # per CPU-second as well: on a shared machine wall time includes waiting for a core
+                summary["achieved_gflops_cpu_time"] = round(gflop / cpu, 2)
                 if bound:
                     summary["fraction_of_matmul_bound"] = round(gflop / wall / bound["best_gflops_wall"], 3)
+                    summary["fraction_of_matmul_bound_cpu_time"] = round(
+                        gflop / cpu / bound["median_gflops_cpu_time"], 3
+                    )
             entry.setdefault("summary", {})[name] = summary
 
 
@@ -233,8 +243,8 @@ def render(payload: dict[str, Any]) -> str:
         f"MossFormer2 {'tiny' if payload['settings']['tiny'] else 'released size'}, "
         f"{payload['machine']['threads']} thread(s), matmul bound "
         f"{(payload.get('matmul') or {}).get('best_gflops_wall', 'n/a')} GFLOP/s",
-        "length | variant   | wall s  | RTF   | GFLOP/s | of bound | ratio ours/ref (wall, cpu) "
-        "| load avg (1 min)",
+        "length | variant   | wall s  | RTF   | GFLOP/s | of bound | CPU s   | GFLOP/CPU-s | of bound "
+        "| ratio ours/ref (wall, cpu) | load avg (1 min)",
     ]
     for entry in payload.get("lengths", []):
         for name, summary in entry["summary"].items():
@@ -244,7 +254,11 @@ def render(payload: dict[str, Any]) -> str:
                 f"{entry['seconds']:>5g}s | {name:<9} | {summary['median_wall_s']:>7.2f} | "
                 f"{summary['rtf']:.3f} | "
                 f"{summary.get('achieved_gflops', float('nan')):>7.2f} | "
-                f"{summary.get('fraction_of_matmul_bound', float('nan')):>8.3f} | {ratio:<26} | {loads}"
+                f"{summary.get('fraction_of_matmul_bound', float('nan')):>8.3f} | "
+                f"{summary['median_cpu_s']:>7.2f} | "
+                f"{summary.get('achieved_gflops_cpu_time', float('nan')):>11.2f} | "
+                f"{summary.get('fraction_of_matmul_bound_cpu_time', float('nan')):>8.3f} | "
+                f"{ratio:<26} | {loads}"
             )
         lines.append(f"       max |ours - ref| / max |ref| = {entry['max_relative_difference']:.3g}")
     for entry in payload.get("stream", []):
@@ -277,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         stream_worker(*args.stream_worker)
         return 0
     if args.report:
-        print(render(json.loads(Path(args.report).read_text())))
+        payload = json.loads(Path(args.report).read_text())
+        summarize(payload)  # summaries of results saved by older versions of this script too
+        print(render(payload))
         return 0
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
