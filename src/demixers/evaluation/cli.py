@@ -17,7 +17,12 @@ TASKS = ("auto", "speech", "music")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", required=True, help="model folder or Hub id")
+    parser.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        help="model folder, Hub id or official release name (`demixers models`)",
+    )
     parser.add_argument(
         "--dataset", "-d", required=True, help="Hub dataset id, prepared folder or raw corpus folder"
     )

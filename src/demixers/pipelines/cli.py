@@ -200,7 +200,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "-m",
         "--model",
         default=None,
-        help="model folder or Hub model id (default: the small bundled speech model, synthetic voices only)",
+        help=(
+            "model folder, Hub model id or official release name (`demixers models`; default: the small"
+            " bundled speech model, synthetic voices only)"
+        ),
     )
     model.add_argument("--device", choices=DEVICES, default="cpu", help="where the model runs (default: cpu)")
     model.add_argument(
