@@ -14,9 +14,9 @@ def test_help_lists_every_subcommand(capsys) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in ("separate", "convert", "prepare", "train", "evaluate", "push"):
+    for name in ("separate", "convert", "prepare", "train", "evaluate", "push", "export"):
         assert name in out
-    assert set(SUBCOMMANDS) == {"separate", "convert", "prepare", "train", "evaluate", "push"}
+    assert set(SUBCOMMANDS) == {"separate", "convert", "prepare", "train", "evaluate", "push", "export"}
 
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("demixers.trainers.cli", "train or fine-tune a model from a YAML recipe"),
     "evaluate": ("demixers.evaluation.cli", "evaluate a model on a dataset split"),
     "push": ("demixers.model_cards.cli", "push a model folder with a generated model card to the Hub"),
+    "export": ("demixers.export.cli", "export a model to ONNX (for onnxruntime)"),
 }
 
 # Errors that mean "the user asked for something wrong": reported as one line, no traceback.

@@ -66,6 +66,7 @@ from .audio_utils import (
     resample,
     resample_blocks,
 )
+from .backends import ModelRunners
 from .chunking import (
     STATISTICS_BLOCK,
     ChunkMember,
@@ -93,7 +94,15 @@ class AudioSourceSeparationPipeline(Pipeline):
     _load_feature_extractor = None
     _load_tokenizer = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        backend: str | None = None,
+        onnx_model: str | os.PathLike[str] | None = None,
+        quantize: str | None = None,
+        compile: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         config = self.model.config
         for field in ("sampling_rate", "audio_channels", "source_names"):
@@ -107,6 +116,29 @@ class AudioSourceSeparationPipeline(Pipeline):
             self.feature_extractor = SourceSeparationFeatureExtractor(
                 feature_size=config.audio_channels, sampling_rate=config.sampling_rate
             )
+        self._runners = ModelRunners()
+        self.set_backend(backend=backend, onnx_model=onnx_model, quantize=quantize, compile=compile)
+
+    def set_backend(
+        self,
+        backend: str | None = None,
+        onnx_model: str | os.PathLike[str] | None = None,
+        quantize: str | None = None,
+        compile: bool = False,
+    ) -> None:
+        """How the model's forward runs (`demixers.pipelines.backends`): ``backend="torch"`` (default)
+        or ``"onnx"`` (onnxruntime on the CPU; ``onnx_model`` an exported file, else the model is
+        exported now), ``quantize="int8"`` (onnxruntime, int8 linear layers) or ``compile=True``
+        (``torch.compile``). The chunk engine and every option of a call stay the same."""
+        runners = ModelRunners(backend=backend, onnx_model=onnx_model, quantize=quantize, compile=compile)
+        runners.prepare(self.model, self.device)
+        previous, self._runners = self._runners, runners
+        previous.close()
+
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnx"``."""
+        return self._runners.backend
 
     def __call__(self, inputs: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
         """Separate one item (returns its list of stems) or several (returns one list per item).
@@ -341,7 +373,7 @@ class AudioSourceSeparationPipeline(Pipeline):
         input_values = features["input_values"].to(self.device, dtype=self._model_dtype())
         # inference mode (no autograd bookkeeping at all), also outside Pipeline.forward (streaming)
         with torch.inference_mode():
-            return model(input_values=input_values).audio_values
+            return self._runners.runner(model)(input_values)
 
     def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
         config = self.model.config
