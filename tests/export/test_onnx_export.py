@@ -171,8 +171,10 @@ def test_mossformer_onnx_dynamic_length_and_int8(tmp_path: Path) -> None:
         assert relative_difference(runner(mixture), expected) <= PARITY
         quantized = int8(mixture)
         assert quantized.shape == expected.shape
-        # int8 weights: close to float32, but not equal (the quantization did happen)
-        assert 1e-5 < relative_difference(quantized, expected) < 0.1
+        # int8 weights: close to float32 (signal-to-error ratio), but not equal (it did quantize)
+        error = float(((quantized - expected) ** 2).sum())
+        signal_to_error_db = 10 * np.log10(float((expected**2).sum()) / error) if error else np.inf
+        assert 10 < signal_to_error_db < 80, signal_to_error_db
     int8.close()
     assert not int8.path.exists()  # its temporary folder is removed
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -191,7 +192,7 @@ def export_onnx(
         )
     was_training = model.training
     model.eval()
-    graph = WaveformGraph(model) if kind == "waveform" else HybridSpectrogramGraph(model)
+    graph = (WaveformGraph(model) if kind == "waveform" else HybridSpectrogramGraph(model)).eval()
     inputs, dynamic_shapes, input_names, output_names = _example_inputs(model, kind)
     try:
         with torch.no_grad(), _quiet_exporter():
@@ -225,9 +226,16 @@ def export_onnx(
 
 @contextlib.contextmanager
 def _quiet_exporter():
-    """The exporter prints its progress to stdout: keep it off the user's output."""
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        yield
+    """The exporter prints its progress to stdout and logs a warning per optional torchvision
+    operator it cannot register (demixers uses none): keep both off the user's output."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -250,15 +258,20 @@ def quantize_onnx_int8(source: str | os.PathLike[str], target: str | os.PathLike
 
     target = Path(target)
     metadata = read_metadata(source)
+    root = logging.getLogger()
+    root.addFilter(_drop_preprocessing_advice)
     with atomic_output(target, suffix=".onnx.tmp") as temporary:
-        quantize_dynamic(
-            os.fspath(source),
-            os.fspath(temporary),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul", "Gemm"],
-            extra_options={"MatMulConstBOnly": True},
-        )
+        try:
+            quantize_dynamic(
+                os.fspath(source),
+                os.fspath(temporary),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul", "Gemm"],
+                extra_options={"MatMulConstBOnly": True},
+            )
+        finally:
+            root.removeFilter(_drop_preprocessing_advice)
         proto = onnx.load_model(os.fspath(temporary))
         kept = {entry.key for entry in proto.metadata_props}
         for key, value in {**metadata, METADATA_QUANTIZATION: "int8"}.items():
@@ -267,6 +280,12 @@ def quantize_onnx_int8(source: str | os.PathLike[str], target: str | os.PathLike
                 entry.key, entry.value = key, value
         onnx.save_model(proto, os.fspath(temporary))
     return target
+
+
+def _drop_preprocessing_advice(record: logging.LogRecord) -> bool:
+    """onnxruntime's quantizer advises shape-inference pre-processing on every call (a root-logger
+    warning); the exported graph already carries its shapes."""
+    return not str(record.msg).startswith("Please consider to run pre-processing")
 
 
 class OnnxSeparator:

@@ -33,6 +33,13 @@ Models whose config has ``normalize_input=True`` (Demucs) get the whole input st
 mean and std of its mono downmix at the model's rate, and their sources mapped back, as demucs'
 ``separate`` does (`demixers.pipelines.chunking.Normalization`). A missing flag means False.
 
+Backends (`demixers.pipelines.backends`), chosen when the pipeline is built or with
+`AudioSourceSeparationPipeline.set_backend`: ``backend="torch"`` (default, eager), ``compile=True``
+(``torch.compile``), ``backend="onnx"`` (onnxruntime on the CPU, the model exported by
+`demixers.export` or given as ``onnx_model=`` from ``demixers export onnx``) and
+``quantize="int8"`` (onnxruntime with int8 linear layers). Only the model call changes: chunking,
+alignment, normalisation and resampling are the same for all.
+
 Memory: a call returns whole arrays, so it holds the input (at the model's rate) and the output
 stems plus O(``segment * batch_size``); nothing else grows with the input's length (the output
 is resampled back to the input's rate span by span, straight into the returned array).
