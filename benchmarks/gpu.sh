@@ -54,7 +54,7 @@ if [[ $SMOKE == 1 ]]; then
     DEVICE=cpu
     LENGTHS=(1)
     REPEATS=1
-    MODES=(eager default)  # CUDA graphs need a GPU
+    if [[ -z "$MODES_ENV" ]]; then MODES=(eager default); fi  # CUDA graphs need a GPU
     OUT=$(mktemp -d "${TMPDIR:-/tmp}/gpu_smoke.XXXXXX")
     EXTRA=(--tiny --no-flops --threads 1)
 fi
