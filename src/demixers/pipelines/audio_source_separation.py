@@ -34,8 +34,8 @@ mean and std of its mono downmix at the model's rate, and their sources mapped b
 ``separate`` does (`demixers.pipelines.chunking.Normalization`). A missing flag means False.
 
 Backends (`demixers.pipelines.backends`), chosen when the pipeline is built or with
-`AudioSourceSeparationPipeline.set_backend`: ``backend="torch"`` (default, eager), ``compile=True``
-(``torch.compile``), ``backend="onnx"`` (onnxruntime on the CPU, the model exported by
+`AudioSourceSeparationPipeline.set_backend`: ``backend="torch"`` (default, eager),
+``backend="onnx"`` (onnxruntime on the CPU, the model exported by
 `demixers.export` or given as ``onnx_model=`` from ``demixers export onnx``) and
 ``quantize="int8"`` (onnxruntime with int8 linear layers). Only the model call changes: chunking,
 alignment, normalisation and resampling are the same for all.
@@ -107,7 +107,6 @@ class AudioSourceSeparationPipeline(Pipeline):
         backend: str | None = None,
         onnx_model: str | os.PathLike[str] | None = None,
         quantize: str | None = None,
-        compile: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -124,20 +123,19 @@ class AudioSourceSeparationPipeline(Pipeline):
                 feature_size=config.audio_channels, sampling_rate=config.sampling_rate
             )
         self._runners = ModelRunners()
-        self.set_backend(backend=backend, onnx_model=onnx_model, quantize=quantize, compile=compile)
+        self.set_backend(backend=backend, onnx_model=onnx_model, quantize=quantize)
 
     def set_backend(
         self,
         backend: str | None = None,
         onnx_model: str | os.PathLike[str] | None = None,
         quantize: str | None = None,
-        compile: bool = False,
     ) -> None:
         """How the model's forward runs (`demixers.pipelines.backends`): ``backend="torch"`` (default)
         or ``"onnx"`` (onnxruntime on the CPU; ``onnx_model`` an exported file, else the model is
-        exported now), ``quantize="int8"`` (onnxruntime, int8 linear layers) or ``compile=True``
-        (``torch.compile``). The chunk engine and every option of a call stay the same."""
-        runners = ModelRunners(backend=backend, onnx_model=onnx_model, quantize=quantize, compile=compile)
+        exported now) and ``quantize="int8"`` (onnxruntime, int8 linear layers). The chunk engine
+        and every option of a call stay the same."""
+        runners = ModelRunners(backend=backend, onnx_model=onnx_model, quantize=quantize)
         runners.prepare(self.model, self.device)
         previous, self._runners = self._runners, runners
         previous.close()

@@ -1,11 +1,8 @@
-"""How the pipeline runs a model's forward: eager torch (default), ``torch.compile``, or onnxruntime
-(optionally with int8 linear layers). Every backend goes through the same chunk engine; only the
-call ``input_values (chunks, channels, time) -> audio_values (chunks, sources, channels, time)``
-changes.
+"""How the pipeline runs a model's forward: eager torch (default) or onnxruntime (optionally with
+int8 linear layers). Every backend goes through the same chunk engine; only the call
+``input_values (chunks, channels, time) -> audio_values (chunks, sources, channels, time)`` changes.
 
 * ``backend="torch"`` (default): the model's forward under ``inference_mode``.
-* ``compile=True``: the same forward through ``torch.compile`` (inductor; needs a C compiler on
-  CPU). Compiled once per chunk shape; outputs equal eager's within float rounding.
 * ``backend="onnx"``: the model exported to ONNX (`demixers.export.export_onnx`, or the file given
   as ``onnx_model=``) and run by onnxruntime on the CPU (bags: each member is exported).
 * ``quantize="int8"``: onnxruntime with the linear layers dynamically quantized to int8 (implies
@@ -13,7 +10,11 @@ changes.
   fidelity (benchmarks/RESULTS.md gives the SI-SNRi/SDR change).
 
 `add_performance_arguments` / `apply_performance_options` expose the same options on a command
-line (``--backend``, ``--onnx-model``, ``--quantize``, ``--compile``).
+line (``--backend``, ``--onnx-model``, ``--quantize``).
+
+``torch.compile`` is deliberately not offered: on this project's CPU it made the models slower
+(benchmarks/RESULTS.md, round 2: 2.0x the eager CPU time on the bundled MossFormer, equal outputs),
+and its GPU gain is measured by ``benchmarks/gpu.sh`` before it is exposed.
 """
 
 from __future__ import annotations
@@ -32,15 +33,13 @@ SeparateFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def check_backend_options(
-    backend: str | None, onnx_model: str | os.PathLike[str] | None, quantize: str | None, compile: bool
+    backend: str | None, onnx_model: str | os.PathLike[str] | None, quantize: str | None
 ) -> str:
     """Validate a combination of options; returns the backend they resolve to."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if quantize is not None and quantize not in QUANTIZATION_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZATION_MODES} or None, got {quantize!r}")
-    if not isinstance(compile, bool):
-        raise TypeError(f"compile must be True or False, got {compile!r}")
     resolved = backend or ("onnx" if quantize is not None or onnx_model is not None else "torch")
     if resolved == "torch" and quantize is not None:
         raise ValueError(
@@ -48,8 +47,6 @@ def check_backend_options(
         )
     if resolved == "torch" and onnx_model is not None:
         raise ValueError("onnx_model= needs backend='onnx'")
-    if resolved == "onnx" and compile:
-        raise ValueError("compile=True applies to the torch backend, not to backend='onnx'")
     if onnx_model is not None and not isinstance(onnx_model, (str, os.PathLike)):
         raise TypeError(
             f"onnx_model must be a path to an exported .onnx file, got {type(onnx_model).__name__}"
@@ -65,17 +62,11 @@ class ModelRunners:
         backend: str | None = None,
         onnx_model: str | os.PathLike[str] | None = None,
         quantize: str | None = None,
-        compile: bool = False,
     ) -> None:
-        self.backend = check_backend_options(backend, onnx_model, quantize, compile)
+        self.backend = check_backend_options(backend, onnx_model, quantize)
         self.onnx_model = onnx_model
         self.quantize = quantize
-        self.compile = compile
         self._runners: dict[int, tuple[torch.nn.Module, SeparateFn]] = {}
-
-    @property
-    def eager(self) -> bool:
-        return self.backend == "torch" and not self.compile
 
     def prepare(self, model: torch.nn.Module, device: torch.device) -> None:
         """Build the runners now (ONNX exports happen here, so errors come before any audio)."""
@@ -105,13 +96,6 @@ class ModelRunners:
             from ..export import OnnxSeparator
 
             return OnnxSeparator(model, self.onnx_model, quantize=self.quantize)
-        if self.compile:
-            compiled = torch.compile(model, backend="inductor", dynamic=False)
-
-            def run_compiled(input_values: torch.Tensor) -> torch.Tensor:
-                return compiled(input_values=input_values).audio_values
-
-            return run_compiled
 
         def run_eager(input_values: torch.Tensor) -> torch.Tensor:
             return model(input_values=input_values).audio_values
@@ -130,7 +114,7 @@ class ModelRunners:
 
 
 def add_performance_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--onnx-model``, ``--quantize`` and ``--compile`` (see `apply_performance_options`)."""
+    """``--backend``, ``--onnx-model`` and ``--quantize`` (see `apply_performance_options`)."""
     group = parser.add_argument_group("performance")
     group.add_argument(
         "--backend",
@@ -150,11 +134,6 @@ def add_performance_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="int8: dynamic int8 quantization of the linear layers (onnxruntime; slightly lower quality)",
     )
-    group.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the model (inductor; compiles on first use, needs a C compiler on CPU)",
-    )
 
 
 def apply_performance_options(pipeline: Any, args: argparse.Namespace) -> Any:
@@ -163,7 +142,6 @@ def apply_performance_options(pipeline: Any, args: argparse.Namespace) -> Any:
         backend=getattr(args, "backend", None),
         onnx_model=getattr(args, "onnx_model", None),
         quantize=getattr(args, "quantize", None),
-        compile=bool(getattr(args, "compile", False)),
     )
     return pipeline
 
@@ -174,7 +152,6 @@ def check_performance_arguments(args: argparse.Namespace) -> None:
         getattr(args, "backend", None),
         getattr(args, "onnx_model", None),
         getattr(args, "quantize", None),
-        bool(getattr(args, "compile", False)),
     )
     onnx_model = getattr(args, "onnx_model", None)
     if onnx_model is not None and not os.path.isfile(onnx_model):
