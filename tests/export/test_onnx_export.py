@@ -164,7 +164,7 @@ def test_mossformer_onnx_dynamic_length_and_int8(tmp_path: Path) -> None:
     runner = OnnxSeparator(model, path)
     int8 = OnnxSeparator(model, path, quantize="int8")
     # lengths that are and are not multiples of the group and of the encoder's stride
-    # 40000 samples = 10000 frames: positions that multiply any error of the frequencies
+    # 40000 samples = 10000 frames: the difference grows with the length (2.8e-5 measured here)
     for length in (5, 257, 1600, 2021, 40000):
         mixture = torch.randn(2, 1, length, generator=torch.Generator().manual_seed(length))
         with torch.inference_mode():

@@ -64,20 +64,6 @@ def _sinusoid_frequencies(dim: int, device: torch.device) -> torch.Tensor:
     return 1.0 / (10000.0**exponents)
 
 
-def _frequency_values(dim: int) -> tuple[float, ...]:
-    """`_sinusoid_frequencies` as Python floats (exactly the float32 values), computed on the CPU."""
-    return tuple(_sinusoid_frequencies(dim, torch.device("cpu")).tolist())
-
-
-def _frequencies(dim: int, values: tuple[float, ...], device: torch.device) -> torch.Tensor:
-    """The float32 frequencies. An exported graph (ONNX) carries torch's values as a constant: its
-    own power and reciprocal can differ by an ulp, which the positions (thousands of frames)
-    multiply into angle errors of 1e-4 rad."""
-    if torch.compiler.is_exporting():
-        return torch.tensor(values, dtype=torch.float32, device=device)
-    return _sinusoid_frequencies(dim, device)
-
-
 class MossFormerScaledSinusoidalEmbedding(nn.Module):
     """Absolute ``[sin | cos]`` position embedding with one learned scale, added to the mask-net input."""
 
@@ -85,12 +71,11 @@ class MossFormerScaledSinusoidalEmbedding(nn.Module):
         super().__init__()
         self.dim = dim
         self.scale = nn.Parameter(torch.ones(1))
-        self._frequencies = _frequency_values(dim)
 
     def forward(self, length: int, device: torch.device) -> torch.Tensor:
         """Returns the embedding of positions ``0 .. length - 1`` as ``(length, dim)`` float32."""
         positions = torch.arange(length, device=device, dtype=torch.float32)
-        angles = positions[:, None] * _frequencies(self.dim, self._frequencies, device)[None, :]
+        angles = positions[:, None] * _sinusoid_frequencies(self.dim, device)[None, :]
         return torch.cat((angles.sin(), angles.cos()), dim=-1) * self.scale.float()
 
 
@@ -103,12 +88,11 @@ class MossFormerRotaryEmbedding(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        self._frequencies = _frequency_values(dim)
 
     def forward(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(cos, sin)``, each ``(length, dim)`` float32, every frequency repeated twice."""
         positions = torch.arange(length, device=device, dtype=torch.float32)
-        angles = positions[:, None] * _frequencies(self.dim, self._frequencies, device)[None, :]
+        angles = positions[:, None] * _sinusoid_frequencies(self.dim, device)[None, :]
         angles = angles.repeat_interleave(2, dim=-1)
         return angles.cos(), angles.sin()
 
