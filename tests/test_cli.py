@@ -25,6 +25,7 @@ def test_help_lists_every_subcommand(capsys) -> None:
         "download",
         "publish",
         "web",
+        "export",
     )
     for name in commands:
         assert name in out

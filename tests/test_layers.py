@@ -7,7 +7,8 @@ Layers, bottom to top (a module may import from its own package and from lower l
    mapping).
 1. ``modeling`` (self-contained families and their converters), ``feature_extraction_separation``,
    ``bundled``.
-2. ``evaluation`` (metrics and their aggregation), ``datasets_scripts`` (corpora).
+2. ``evaluation`` (metrics and their aggregation), ``datasets_scripts`` (corpora), ``export``
+   (ONNX export and its onnxruntime runner).
 3. ``model_cards`` (render evaluation results), ``pipelines`` (inference).
 4. ``trainers``; ``catalogue`` (official checkpoints by name: runs the converters, renders model
    cards; its ``*_cli.py`` modules are commands).
@@ -35,6 +36,7 @@ LAYERS: dict[str, int] = {
     "feature_extraction_separation": 1,
     "bundled": 1,
     "evaluation": 2,
+    "export": 2,
     "datasets_scripts": 2,
     "model_cards": 3,
     "pipelines": 3,

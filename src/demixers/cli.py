@@ -40,6 +40,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "convert official checkpoints and push them to a Hub organisation",
     ),
     "web": ("demixers.web.cli", "serve a web page to separate audio in the browser (demixers[web])"),
+    "export": ("demixers.export.cli", "export a model to ONNX (for onnxruntime)"),
 }
 
 # Errors that mean "the user asked for something wrong": reported as one line, no traceback.

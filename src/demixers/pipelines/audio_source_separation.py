@@ -33,6 +33,13 @@ Models whose config has ``normalize_input=True`` (Demucs) get the whole input st
 mean and std of its mono downmix at the model's rate, and their sources mapped back, as demucs'
 ``separate`` does (`demixers.pipelines.chunking.Normalization`). A missing flag means False.
 
+Backends (`demixers.pipelines.backends`), chosen when the pipeline is built or with
+`AudioSourceSeparationPipeline.set_backend`: ``backend="torch"`` (default, eager),
+``backend="onnx"`` (onnxruntime on the CPU, the model exported by
+`demixers.export` or given as ``onnx_model=`` from ``demixers export onnx``) and
+``quantize="int8"`` (onnxruntime with int8 linear layers). Only the model call changes: chunking,
+alignment, normalisation and resampling are the same for all.
+
 Memory: a call returns whole arrays, so it holds the input (at the model's rate) and the output
 stems plus O(``segment * batch_size``); nothing else grows with the input's length (the output
 is resampled back to the input's rate span by span, straight into the returned array).
@@ -66,6 +73,7 @@ from .audio_utils import (
     resample,
     resample_blocks,
 )
+from .backends import ModelRunners
 from .chunking import (
     STATISTICS_BLOCK,
     ChunkMember,
@@ -93,7 +101,14 @@ class AudioSourceSeparationPipeline(Pipeline):
     _load_feature_extractor = None
     _load_tokenizer = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        backend: str | None = None,
+        onnx_model: str | os.PathLike[str] | None = None,
+        quantize: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         config = self.model.config
         for field in ("sampling_rate", "audio_channels", "source_names"):
@@ -107,6 +122,28 @@ class AudioSourceSeparationPipeline(Pipeline):
             self.feature_extractor = SourceSeparationFeatureExtractor(
                 feature_size=config.audio_channels, sampling_rate=config.sampling_rate
             )
+        self._runners = ModelRunners()
+        self.set_backend(backend=backend, onnx_model=onnx_model, quantize=quantize)
+
+    def set_backend(
+        self,
+        backend: str | None = None,
+        onnx_model: str | os.PathLike[str] | None = None,
+        quantize: str | None = None,
+    ) -> None:
+        """How the model's forward runs (`demixers.pipelines.backends`): ``backend="torch"`` (default)
+        or ``"onnx"`` (onnxruntime on the CPU; ``onnx_model`` an exported file, else the model is
+        exported now) and ``quantize="int8"`` (onnxruntime, int8 linear layers). The chunk engine
+        and every option of a call stay the same."""
+        runners = ModelRunners(backend=backend, onnx_model=onnx_model, quantize=quantize)
+        runners.prepare(self.model, self.device)
+        previous, self._runners = self._runners, runners
+        previous.close()
+
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnx"``."""
+        return self._runners.backend
 
     def __call__(self, inputs: Any, batch_size: int | None = None, **kwargs: Any) -> Any:
         """Separate one item (returns its list of stems) or several (returns one list per item).
@@ -341,7 +378,7 @@ class AudioSourceSeparationPipeline(Pipeline):
         input_values = features["input_values"].to(self.device, dtype=self._model_dtype())
         # inference mode (no autograd bookkeeping at all), also outside Pipeline.forward (streaming)
         with torch.inference_mode():
-            return model(input_values=input_values).audio_values
+            return self._runners.runner(model)(input_values)
 
     def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
         config = self.model.config

@@ -586,17 +586,51 @@ class _HybridDemucsBase(DemucsPreTrainedModel):
         Returns ``(batch, sources, channels, length)``.
         """
         length = mix.shape[-1]
+        x = self._spectral_features(mix)
+        batch, _, bins, frames = x.shape
+        x, xt, (mean, std), (mean_t, std_t) = self._run_branches(x, mix)
+        sources = len(self.config.source_names)
+        if torch.is_grad_enabled():
+            x = x.reshape(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
+            spec = x.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
+            out = self._ispec(torch.view_as_complex(spec.contiguous()), length)
+        else:
+            out = self._ispec_padded(self._output_spectrum(x, mean, std, sources), length)
+        if self._hybrid:
+            out = xt.view(batch, sources, -1, length) * std_t[:, None] + mean_t[:, None] + out
+        return out
+
+    def _spectral_features(self, mix: torch.Tensor) -> torch.Tensor:
+        """The spectral branch's input: ``(B, C, L)`` -> real ``(B, 2C, F, T)`` ([re, im] per channel).
+
+        Complex numbers stay out of `_run_branches`, so that it exports to ONNX (no complex type).
+        """
         z = self._spec(mix)
         batch, channels, bins, frames = z.shape
         # complex as channels: (B, C, F, T) complex -> (B, 2C, F, T) as [re, im] per channel
-        x = torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(batch, channels * 2, bins, frames)
+        return torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(batch, channels * 2, bins, frames)
+
+    def _run_branches(
+        self, x: torch.Tensor, mix: torch.Tensor
+    ) -> tuple[
+        torch.Tensor,
+        torch.Tensor | None,
+        tuple[torch.Tensor, torch.Tensor],
+        tuple[torch.Tensor | None, torch.Tensor | None],
+    ]:
+        """Both U-Nets on the spectral features ``x`` (`_spectral_features`) and the waveform ``mix``.
+
+        Returns the normalised spectral output ``(B, S * C * 2, F, T)``, the normalised waveform
+        output ``(B, S * C, L)`` (None for non-hybrid models), and the ``(mean, std)`` of each
+        input that undo the normalisation.
+        """
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         std = x.std(dim=(1, 2, 3), keepdim=True)
         x = (x - mean) / (1e-5 + std)
         # The spectral branch runs channels-last ((B, F, T, C) in memory): faster convolutions, and
         # the per-bin DConv branches see every bin without a transposed copy.
         x = x.contiguous(memory_format=torch.channels_last)
-        xt = None
+        xt = mean_t = std_t = None
         if self._hybrid:
             mean_t = mix.mean(dim=(1, 2), keepdim=True)
             std_t = mix.std(dim=(1, 2), keepdim=True)
@@ -633,17 +667,7 @@ class _HybridDemucsBase(DemucsPreTrainedModel):
                     xt, _ = tdecode(pre[:, :, 0], None, length_t)  # the branches split here
                 else:
                     xt, _ = tdecode(xt, skips_t.pop(), length_t)
-
-        sources = len(self.config.source_names)
-        if torch.is_grad_enabled():
-            x = x.reshape(batch, sources, -1, bins, frames) * std[:, None] + mean[:, None]
-            spec = x.view(batch, sources, -1, 2, bins, frames).permute(0, 1, 2, 4, 5, 3)
-            out = self._ispec(torch.view_as_complex(spec.contiguous()), length)
-        else:
-            out = self._ispec_padded(self._output_spectrum(x, mean, std, sources), length)
-        if self._hybrid:
-            out = xt.view(batch, sources, -1, length) * std_t[:, None] + mean_t[:, None] + out
-        return out
+        return x, xt, (mean, std), (mean_t, std_t)
 
 
 class HDemucsForSourceSeparation(_HybridDemucsBase):
