@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from transformers import pipeline
 
@@ -200,3 +201,29 @@ def test_htdemucs_onnx_through_the_pipeline(tmp_path: Path) -> None:
     )
     for want, got in zip(eager, onnx, strict=True):
         assert relative_difference(got["audio"], want["audio"]) <= PARITY
+
+
+def test_separate_command_runs_the_onnx_backend(
+    conv_tasnet_dir: Path, conv_tasnet_onnx: Path, tmp_path: Path
+) -> None:
+    """``demixers separate --backend onnx --onnx-model F`` writes what the onnx-backed pipeline returns."""
+    config = demixers.ConvTasNetConfig.from_pretrained(conv_tasnet_dir)
+    rate = config.sampling_rate
+    mixture = music_like(0.5, sampling_rate=rate, channels=config.audio_channels)
+    source = tmp_path / "mix.wav"
+    sf.write(source, np.asarray(mixture).T, rate, subtype="FLOAT")
+    out = tmp_path / "out"
+    argv = ["separate", str(source), "-m", str(conv_tasnet_dir), "--backend", "onnx"]
+    argv += ["--onnx-model", str(conv_tasnet_onnx), "--bit-depth", "32", "-o", str(out), "-q"]
+    assert main(argv) == 0
+    separator = pipeline(
+        "audio-source-separation",
+        model=str(conv_tasnet_dir),
+        backend="onnx",
+        onnx_model=str(conv_tasnet_onnx),
+    )
+    assert separator.backend == "onnx"
+    for stem in separator(str(source)):
+        written, written_rate = sf.read(out / "mix" / f"{stem['label']}.wav", dtype="float32", always_2d=True)
+        assert written_rate == stem["sampling_rate"]
+        np.testing.assert_allclose(written.T, stem["audio"], atol=1e-6)

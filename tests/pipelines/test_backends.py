@@ -77,3 +77,22 @@ def test_gpu_script_parses_and_lists_every_combination() -> None:
     assert all("--lengths 60 600" in command and "--device cuda" in command for command in commands)
     bad = subprocess.run([str(script), "--bogus"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown option" in bad.stderr
+
+
+def test_separate_command_offers_and_checks_the_performance_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from demixers.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["separate", "--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--backend" in help_text and "--quantize" in help_text
+    # refused right after parsing, before any model is loaded or input read
+    code = main(["separate", str(tmp_path / "absent.wav"), "--quantize", "int8", "--dtype", "bfloat16"])
+    assert code == 2
+    assert "--dtype bfloat16" in capsys.readouterr().err
+    code = main(["separate", str(tmp_path / "absent.wav"), "--onnx-model", str(tmp_path / "none.onnx")])
+    assert code == 2
+    assert "none.onnx" in capsys.readouterr().err

@@ -20,16 +20,18 @@ and its GPU gain is measured by ``benchmarks/gpu.sh`` before it is exposed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a runner is built: the CLI's option helpers stay light
+    import torch
 
 BACKENDS = ("torch", "onnx")
 QUANTIZATION_MODES = ("int8",)
 
-SeparateFn = Callable[[torch.Tensor], torch.Tensor]
+SeparateFn = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 def check_backend_options(
@@ -70,6 +72,8 @@ class ModelRunners:
 
     def prepare(self, model: torch.nn.Module, device: torch.device) -> None:
         """Build the runners now (ONNX exports happen here, so errors come before any audio)."""
+        import torch
+
         sub_models = getattr(model, "models", None)
         is_bag = (
             isinstance(sub_models, torch.nn.ModuleList) and getattr(model.config, "weights", None) is not None
@@ -93,9 +97,7 @@ class ModelRunners:
 
     def _build(self, model: torch.nn.Module) -> SeparateFn:
         if self.backend == "onnx":
-            from ..export import OnnxSeparator
-
-            return OnnxSeparator(model, self.onnx_model, quantize=self.quantize)
+            return _onnx_separator_class()(model, self.onnx_model, quantize=self.quantize)
 
         def run_eager(input_values: torch.Tensor) -> torch.Tensor:
             return model(input_values=input_values).audio_values
@@ -108,6 +110,18 @@ class ModelRunners:
             if close is not None:
                 close()
         self._runners.clear()
+
+
+def _onnx_separator_class() -> type:
+    # The exporter is part of the demixers package, not of the pipeline files a Hub repo carries
+    # (`remote_code.PIPELINE_CODE_FILES`), so it is found by name at run time.
+    try:
+        module = importlib.import_module("demixers.export")
+    except ImportError as error:
+        raise ImportError(
+            "backend='onnx' needs the demixers package with its onnx extra: pip install 'demixers[onnx]'"
+        ) from error
+    return module.OnnxSeparator
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.files import write_text_atomic
+from .backends import add_performance_arguments, apply_performance_options, check_performance_arguments
 from .separate_job import (
     AUDIO_EXTENSIONS,
     DEFAULT_TEMPLATE,
@@ -313,6 +314,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--push-to-hub", default=None, metavar="REPO_ID", help="also push it to this Hub repo"
     )
 
+    add_performance_arguments(parser)
+
     # `--num-processes` re-runs this command under Accelerate's launcher: keep the words as given
     original = parser.parse_known_args
 
@@ -333,6 +336,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise NotADirectoryError(f"{args.output_dir}: the output path exists and is not a directory")
     check_chunk_options(args.segment, args.overlap, args.batch_size, args.shifts)
     check_job_options(args)
+    check_performance_arguments(args)
+    if (args.backend == "onnx" or args.quantize or args.onnx_model) and args.dtype != "float32":
+        raise ValueError(f"--dtype {args.dtype} runs the torch model: onnxruntime runs in float32 (drop one)")
 
 
 def check_job_options(args: argparse.Namespace) -> None:
@@ -530,6 +536,7 @@ def _run(args: argparse.Namespace) -> int:
     from .chunking import resolve_chunk_settings
 
     separator = _load_pipeline(str(model_id), device)
+    apply_performance_options(separator, args)
     model_identity = f"{model_id}@{parameters_digest(separator.model)}" if job else model_id
     set_dtype(separator, args.dtype, device)
     config = separator.model.config
@@ -571,6 +578,8 @@ def _run(args: argparse.Namespace) -> int:
         "seed": settings.seed,
         "two_stems": args.two_stems,
         "dtype": args.dtype,
+        "backend": separator.backend,
+        "quantize": args.quantize,
     }
     if args.dataset is not None:
         return _run_dataset_job(separator, args, run_settings, context, model_identity, job_settings)

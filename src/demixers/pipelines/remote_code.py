@@ -33,6 +33,7 @@ PIPELINE_CODE_FILES = (
     "audio_utils.py",
     "chunking.py",
     "feature_extraction_separation.py",
+    "backends.py",
     "audio_source_separation.py",
 )
 FEATURE_EXTRACTOR_REFERENCE = "feature_extraction_separation.SourceSeparationFeatureExtractor"
