@@ -328,3 +328,28 @@ def test_the_builtin_roformer_entries_are_pinned_and_name_the_msst_converter() -
         "MelBandRoformer.ckpt",
         "hub-lfs",
     )
+
+
+def test_converter_function_names_the_function_called(
+    roformer_env: Catalogue, viperx: ViperxRelease, file_server: LoopbackFileServer
+) -> None:
+    from demixers.catalogue.resolve import cache_key
+
+    named = Catalogue([{**viperx.entry, "converter_function": "convert_checkpoint"}])[ALIAS]
+    assert named.converter_function == "convert_checkpoint" and cache_key(named) != cache_key(
+        roformer_env[ALIAS]
+    )
+    typo = Catalogue([{**viperx.entry, "converter_function": "load_yaml_config_typo"}])
+    with (
+        use_catalogue(typo),
+        pytest.raises(
+            ValueError, match=f"{ALIAS}: converter 'msst-roformer' .* has no function load_yaml_config_typo"
+        ),
+    ):
+        resolve_model(ALIAS, quiet=True)
+    with use_catalogue(Catalogue([{**viperx.entry, "converter_function": "convert_checkpoint"}])):
+        model_folder = Path(resolve_model(ALIAS, quiet=True))
+    assert (model_folder / "config.json").is_file()
+    for bad in ("os.system", "_private", ""):
+        with pytest.raises(ValueError, match="converter_function must be a public function name"):
+            Catalogue([{**viperx.entry, "converter_function": bad}])

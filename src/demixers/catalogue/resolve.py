@@ -127,6 +127,8 @@ def cache_key(entry: CatalogueEntry) -> str:
         "converter_options": dict(entry.converter_options),
         "converter_version": converter_version(entry.converter),
     }
+    if entry.converter_function is not None:  # absent otherwise: the keys of older entries stay
+        record["converter_function"] = entry.converter_function
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -151,12 +153,16 @@ def run_converter(entry: CatalogueEntry, source: Path | list[Path], output: Path
     """Convert ``source`` (the release folder, or the entry point(s) in it) into ``output``."""
     module = converter_module(entry.converter)
     sources = source if isinstance(source, list) else [source]
-    for function_name in _CONVERTER_FUNCTIONS:
+    names = (entry.converter_function,) if entry.converter_function else _CONVERTER_FUNCTIONS
+    for function_name in names:
         function = getattr(module, function_name, None)
         if callable(function):
             function(*sources, output, overwrite=True, **dict(entry.converter_options))
             return
-    raise ValueError(f"converter {entry.converter!r} ({module.__name__}) has no convert_checkpoint function")
+    raise ValueError(
+        f"{entry.alias}: converter {entry.converter!r} ({module.__name__}) has no function "
+        f"{' or '.join(names)}"
+    )
 
 
 def resolve_model(name: str, *, quiet: bool = False) -> str:

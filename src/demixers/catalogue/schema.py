@@ -8,7 +8,8 @@ naming the alias and the field, not a download of the wrong thing:
 * ``family``: the demixers ``model_type`` the conversion produces; ``task``: ``music`` or ``speech``;
   ``sources``, ``sampling_rate``: what it separates;
 * ``converter``: a name of ``demixers convert`` (`demixers.modeling.convert_cli.CONVERTERS`), and
-  ``converter_options``: keyword arguments for its ``convert_checkpoint`` function. A new family's
+  ``converter_options``: keyword arguments for its ``convert_checkpoint`` function (or the function
+  ``converter_function`` names, for converter modules whose function has another name). A new family's
   entries name its converter: adding them is a data-only change;
 * ``files``: what to download, each ``{"url": ..., "path": ...}`` (any host) or ``{"hub": {"repo_id",
   "revision", "filename"}, "path": ...}`` (the Hugging Face Hub), with its checksum: ``sha256`` (the
@@ -44,13 +45,15 @@ from urllib.parse import urlsplit
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SHA256_PREFIX_PATTERN = re.compile(r"^[0-9a-f]{8,63}$")
+FUNCTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,95}$")
 CHECKSUM_SOURCES = ("hub-lfs", "modelscope", "github-release")
 GITHUB_RELEASE_ASSET = re.compile(r"^https://github\.com/[^/]+/[^/]+/releases/download/[^/]+/[^/]+$")
 TASKS = ("music", "speech")
 # every field an entry may carry (anything else is a typo)
 ENTRY_FIELDS = frozenset(
     {
-        "alias", "family", "task", "sources", "sampling_rate", "converter", "converter_options", "files",
+        "alias", "family", "task", "sources", "sampling_rate", "converter", "converter_options",
+        "converter_function", "files",
         "inline_files", "entry_point", "license", "authors", "homepage", "citation", "description",
         "score", "parity", "size", "refused", "unverified", "notes",
     }
@@ -190,6 +193,7 @@ class CatalogueEntry:
     license: str
     entry_point: str | tuple[str, ...] = "."
     converter_options: Mapping[str, Any] = field(default_factory=dict)
+    converter_function: str | None = None
     inline_files: Mapping[str, str] = field(default_factory=dict)
     authors: str = ""
     homepage: str = ""
@@ -270,6 +274,9 @@ class CatalogueEntry:
             entry_point = _relative_path(alias, entry_point, "entry_point")
             if entry_point not in names:
                 _fail(alias, f"entry_point {entry_point!r} is none of its files {sorted(names)}")
+        function = data.get("converter_function")
+        if function is not None and (not isinstance(function, str) or not FUNCTION_NAME.match(function)):
+            _fail(alias, f"converter_function must be a public function name, got {function!r}")
         options = data.get("converter_options") or {}
         if not isinstance(options, Mapping):
             _fail(alias, f"converter_options must be a mapping, got {options!r}")
@@ -293,6 +300,7 @@ class CatalogueEntry:
             license=data["license"],
             entry_point=entry_point,
             converter_options=dict(options),
+            converter_function=function,
             inline_files=inline,
             authors=str(data.get("authors", "")),
             homepage=str(data.get("homepage", "")),
