@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # Reference implementations, installed only for the parity tests (never imported by demixers).
 REFERENCE_PACKAGES ?= demucs==4.1.0 modelscope==1.40.2 asteroid==0.7.0 asteroid-filterbanks==0.4.0 \
-	bs-roformer==1.2.4 audio-separator==0.47.1
+	bs-roformer==1.2.4 audio-separator==0.47.1 clearvoice==0.1.2
 
 .PHONY: install demo default-model test test-fast lint fix-copies clean
 

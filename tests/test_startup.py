@@ -135,7 +135,7 @@ def test_lazy_public_names_resolve() -> None:
         "assert 'torch' not in sys.modules\n"
         "from demixers import MossFormerConfig, AudioSourceSeparationPipeline, MODEL_FAMILIES\n"
         "from demixers.modeling.mossformer import MossFormerConfig as Direct\n"
-        "assert MossFormerConfig is Direct and len(MODEL_FAMILIES) == 11\n"
+        "assert MossFormerConfig is Direct and len(MODEL_FAMILIES) == 12\n"
         "assert set(demixers.__all__) <= set(dir(demixers))\n"
         "for name in demixers.__all__: getattr(demixers, name)\n"
         "from demixers.evaluation import bss_eval\n"

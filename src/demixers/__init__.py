@@ -59,6 +59,10 @@ _LAZY_NAMES: dict[str, str] = {
         ".modeling.mossformer",
     ),
     **dict.fromkeys(
+        ("MossFormer2Config", "MossFormer2ForSourceSeparation", "MossFormer2SourceSeparationOutput"),
+        ".modeling.mossformer2",
+    ),
+    **dict.fromkeys(
         (
             "StackedHourglassConfig",
             "StackedHourglassForSourceSeparation",
@@ -98,6 +102,11 @@ if TYPE_CHECKING:
         MossFormerConfig,
         MossFormerForSourceSeparation,
         MossFormerSourceSeparationOutput,
+    )
+    from .modeling.mossformer2 import (
+        MossFormer2Config,
+        MossFormer2ForSourceSeparation,
+        MossFormer2SourceSeparationOutput,
     )
     from .modeling.stacked_hourglass import (
         StackedHourglassConfig,
@@ -150,6 +159,9 @@ __all__ = [
     "HDemucsForSourceSeparation",
     "HTDemucsConfig",
     "HTDemucsForSourceSeparation",
+    "MossFormer2Config",
+    "MossFormer2ForSourceSeparation",
+    "MossFormer2SourceSeparationOutput",
     "MossFormerConfig",
     "MossFormerForSourceSeparation",
     "MossFormerSourceSeparationOutput",

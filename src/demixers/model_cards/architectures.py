@@ -62,6 +62,37 @@ ARCHITECTURES: dict[str, Architecture] = {
   year      = {2023}
 }""",
     ),
+    "mossformer2": Architecture(
+        name="MossFormer2",
+        domain="speech",
+        description=(
+            "MossFormer2 is a time-domain speech separator that adds a recurrent module to MossFormer: a "
+            "1-D convolutional encoder, a masking network in which every gated single-head transformer "
+            "block (joint local quadratic and global linearised self-attention) is followed by a gated "
+            "FSMN block, a feedforward sequential memory network whose memory is a dense stack of "
+            "dilated convolutions (an RNN-free recurrence that captures fine-scale temporal patterns), "
+            "and a transposed-convolution decoder. The released model has 55.7M parameters and is "
+            "published at 8 kHz (ModelScope, WSJ0-2mix) and 16 kHz (ClearerVoice-Studio "
+            "MossFormer2_SS_16K, one model trained on several corpora: 22.0 dB SI-SNRi on WSJ0-2mix, "
+            "16.7 on Libri2Mix, 17.4 on WHAM!, 15.5 on LRS2-2Mix). For real recordings, ClearerVoice's "
+            "16 kHz MossFormer2 (`demixers convert clearvoice-mossformer2`) is a far better choice than "
+            "the small default model bundled with demixers, which knows synthetic voices only; it costs "
+            "about 120 times more compute per second of audio (328 against 2.8 GFLOP)."
+        ),
+        paper=(
+            "MossFormer2: Combining Transformer and RNN-Free Recurrent Network for Enhanced Time-Domain "
+            "Monaural Speech Separation (Zhao et al., ICASSP 2024)"
+        ),
+        paper_url="https://arxiv.org/abs/2312.11825",
+        bibtex="""@inproceedings{zhao2024mossformer2,
+  title     = {{MossFormer2}: Combining Transformer and {RNN}-Free Recurrent Network for Enhanced
+               Time-Domain Monaural Speech Separation},
+  author    = {Zhao, Shengkui and Ma, Yukun and Ni, Chongjia and Zhang, Chong and Wang, Hao and
+               Nguyen, Trung Hieu and Zhou, Kun and Yip, Jia Qi and Ng, Dianwen and Ma, Bin},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year      = {2024}
+}""",
+    ),
     "htdemucs": Architecture(
         name="Hybrid Transformer Demucs (HTDemucs)",
         domain="music",

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 # config.model_type is its registry key.
 _FAMILY_CLASSES: tuple[tuple[str, str, str], ...] = (
     ("mossformer", "MossFormerConfig", "MossFormerForSourceSeparation"),
+    ("mossformer2", "MossFormer2Config", "MossFormer2ForSourceSeparation"),
     ("demucs", "DemucsConfig", "DemucsForSourceSeparation"),
     ("demucs", "HDemucsConfig", "HDemucsForSourceSeparation"),
     ("demucs", "HTDemucsConfig", "HTDemucsForSourceSeparation"),

@@ -15,6 +15,14 @@ CONVERTERS: dict[str, tuple[str, str]] = {
         "ModelScope's MossFormer release (configuration.json + encoder.bin/decoder.bin/masknet.bin, "
         "or one combined state dict)",
     ),
+    "modelscope-mossformer2": (
+        "demixers.modeling.mossformer2.convert_mossformer2_original_to_hf",
+        "ModelScope's MossFormer2 8 kHz release (configuration.json + pytorch_model.pt, or one state dict)",
+    ),
+    "clearvoice-mossformer2": (
+        "demixers.modeling.mossformer2.convert_mossformer2_clearvoice_to_hf",
+        "ClearerVoice-Studio's MossFormer2_SS_16K (last_best_checkpoint + torch file, optional yaml)",
+    ),
     "demucs": (
         "demixers.modeling.demucs.convert_demucs_original_to_hf",
         "Demucs v2/v3/v4 releases (bag yaml + safetensors, or legacy .th files)",

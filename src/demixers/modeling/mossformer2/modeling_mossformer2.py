@@ -1,0 +1,1041 @@
+"""PyTorch MossFormer2: MossFormer with a recurrent gated FSMN module after every block.
+
+MossFormer2 (Zhao et al., ICASSP 2024, arXiv:2312.11825) separates speakers in the time domain:
+
+* a convolutional encoder (``Conv1d`` + ReLU) turns the waveform into frames;
+* a mask net normalises and projects the frames, adds a scaled sinusoidal position embedding and
+  runs a stack of layers, each a MossFormer block (gated single-head transformer with joint
+  local/global attention, as in MossFormer) followed by a gated FSMN block: a feedforward
+  sequential memory network whose memory is a dense stack of dilated convolutions, gated by a
+  second convolution-augmented projection. A gated output layer then predicts one mask per speaker;
+* a transposed-convolution decoder turns each masked representation back into a waveform.
+
+This implementation reproduces ModelScope's ``damo/speech_mossformer2_separation_temporal_8k`` and
+ClearerVoice-Studio's ``MossFormer2_SS_16K`` numerically (see the two converters), with batched
+speakers, shared value/gate attention, fused input projections and no Python loop over time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_mossformer2 import MossFormer2Config
+
+SI_SNR_EPS = 1e-8
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerSourceSeparationOutput with MossFormer->MossFormer2  # noqa: E501
+@dataclass
+class MossFormer2SourceSeparationOutput(ModelOutput):
+    """Output of [`MossFormer2ForSourceSeparation`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): permutation-invariant negative SI-SNR
+            (in dB, averaged over the batch), returned when `labels` are given.
+        audio_values (`torch.FloatTensor` of shape `(batch, num_sources, 1, time)`): the separated
+            sources, as long as the input.
+    """
+
+    loss: torch.FloatTensor | None = None
+    audio_values: torch.FloatTensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Positional parts
+# ---------------------------------------------------------------------------------------------
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer._sinusoid_frequencies with MossFormer->MossFormer2  # noqa: E501
+def _sinusoid_frequencies(dim: int, device: torch.device) -> torch.Tensor:
+    """``1 / 10000^(2i/dim)`` for ``i < dim // 2`` in float32 (as the reference computes them)."""
+    exponents = torch.arange(0, dim, 2, device=device)[: dim // 2].float() / dim
+    return 1.0 / (10000.0**exponents)
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerScaledSinusoidalEmbedding with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2ScaledSinusoidalEmbedding(nn.Module):
+    """Absolute ``[sin | cos]`` position embedding with one learned scale, added to the mask-net input."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, length: int, device: torch.device) -> torch.Tensor:
+        """Returns the embedding of positions ``0 .. length - 1`` as ``(length, dim)`` float32."""
+        positions = torch.arange(length, device=device, dtype=torch.float32)
+        angles = positions[:, None] * _sinusoid_frequencies(self.dim, device)[None, :]
+        return torch.cat((angles.sin(), angles.cos()), dim=-1) * self.scale.float()
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerRotaryEmbedding with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2RotaryEmbedding(nn.Module):
+    """Rotary position embedding on the first ``dim`` query/key features (interleaved pairs).
+
+    Parameter-free; cosines and sines are computed once per forward and shared by every block.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(cos, sin)``, each ``(length, dim)`` float32, every frequency repeated twice."""
+        positions = torch.arange(length, device=device, dtype=torch.float32)
+        angles = positions[:, None] * _sinusoid_frequencies(self.dim, device)[None, :]
+        angles = angles.repeat_interleave(2, dim=-1)
+        return angles.cos(), angles.sin()
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.apply_rotary_embedding with MossFormer->MossFormer2  # noqa: E501
+def apply_rotary_embedding(
+    features: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, inplace: bool = False
+) -> torch.Tensor:
+    """Rotates the first ``cos.shape[-1]`` features of ``(batch, time, heads, dim)`` ``features``.
+
+    ``cos``/``sin`` are ``(time, rotary_dim)``; pairs ``(x[2i], x[2i+1])`` rotate by the same angle.
+    With ``inplace`` the rotated features are written back into ``features`` (no copy of the
+    features that are not rotated).
+    """
+    rotary_dim = cos.shape[-1]
+    rotated = features[..., :rotary_dim]
+    pairs = rotated.unflatten(-1, (-1, 2))
+    half_turn = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    cos = cos[:, None, :].to(features.dtype)
+    sin = sin[:, None, :].to(features.dtype)
+    rotated = rotated * cos + half_turn * sin
+    if inplace:
+        features[..., :rotary_dim] = rotated
+        return features
+    return torch.cat((rotated, features[..., rotary_dim:]), dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisations
+# ---------------------------------------------------------------------------------------------
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerScaleNorm with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2ScaleNorm(nn.Module):
+    """``x / max(||x|| / sqrt(dim), eps) * gain`` over the last dimension (one learned gain)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.scale = dim**-0.5
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(1))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        norm = torch.norm(hidden_states, dim=-1, keepdim=True) * self.scale
+        return hidden_states / norm.clamp(min=self.eps) * self.gain
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerGlobalLayerNorm with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2GlobalLayerNorm(nn.Module):
+    """Global layer norm of ``(batch, channels, time)``: statistics over channels and time."""
+
+    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        mean = torch.mean(hidden_states, (1, 2), keepdim=True)
+        var = torch.mean((hidden_states - mean) ** 2, (1, 2), keepdim=True)
+        normed = self.weight[:, None] * (hidden_states - mean) / torch.sqrt(var + self.eps)
+        return normed + self.bias[:, None]
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerChannelLayerNorm with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2ChannelLayerNorm(nn.LayerNorm):
+    """Layer norm over the channels of ``(batch, channels, time)`` at every frame."""
+
+    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+        super().__init__(channels, eps=eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return super().forward(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.build_mask_net_norm with MossFormer->MossFormer2  # noqa: E501
+def build_mask_net_norm(norm_type: str, channels: int) -> nn.Module:
+    """The mask net's normalisation of ``(batch, channels, time)`` (`config.norm_type`)."""
+    if norm_type == "ln":
+        return nn.GroupNorm(1, channels, eps=1e-8)
+    if norm_type == "gln":
+        return MossFormer2GlobalLayerNorm(channels)
+    if norm_type == "cln":
+        return MossFormer2ChannelLayerNorm(channels)
+    if norm_type == "bn":
+        return nn.BatchNorm1d(channels)
+    raise ValueError(f"unknown norm_type {norm_type!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# MossFormer block
+# ---------------------------------------------------------------------------------------------
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.depthwise_conv_over_time with MossFormer->MossFormer2  # noqa: E501
+def depthwise_conv_over_time(hidden_states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """'Same'-padded depthwise convolution over time of ``(batch, time, channels)``.
+
+    The same convolution as ``F.conv1d`` on ``hidden_states.transpose(1, 2)`` with ``weight``
+    ``(channels, 1, kernel)``, run as a 2-D convolution on a ``(batch, channels, 1, time)`` view:
+    that view is channels-last in memory, so no transpose is copied and oneDNN/cuDNN use their
+    fast channels-last depthwise kernels.
+    """
+    kernel_size = weight.shape[-1]
+    convolved = F.conv2d(
+        hidden_states.transpose(1, 2).unsqueeze(2),
+        weight.unsqueeze(2),
+        padding=(0, (kernel_size - 1) // 2),
+        groups=weight.shape[0],
+    )
+    return convolved.squeeze(2).transpose(1, 2)
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerConvModule with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2ConvModule(nn.Module):
+    """Residual depthwise convolution over time of ``(batch, time, channels)``."""
+
+    def __init__(self, channels: int, kernel_size: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(
+            channels, channels, kernel_size, padding=(kernel_size - 1) // 2, groups=channels, bias=False
+        )
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # the convolution's output is a fresh tensor that autograd does not need: add in place
+        return depthwise_conv_over_time(hidden_states, self.depthwise.weight).add_(hidden_states)
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerConvProjection with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2ConvProjection(nn.Module):
+    """Convolution-augmented projection: scale norm, linear, SiLU, depthwise conv module, dropout."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = MossFormer2ScaleNorm(in_features)
+        self.linear = nn.Linear(in_features, out_features)
+        self.activation = nn.SiLU()
+        self.conv = MossFormer2ConvModule(out_features, kernel_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            hidden_states = F.silu(self.linear(self.norm(hidden_states)))
+        else:
+            # linear(x / norm * gain) as (x W^T) * (gain / norm) + bias: the scale goes to the
+            # narrower side of the projection, and no normalised copy of the input is made
+            norm = self.norm
+            scaled_norm = torch.norm(hidden_states, dim=-1, keepdim=True) * norm.scale
+            scale = norm.gain / scaled_norm.clamp(min=norm.eps)
+            hidden_states = torch.matmul(hidden_states, self.linear.weight.t())
+            hidden_states = F.silu(hidden_states.mul_(scale).add_(self.linear.bias), inplace=True)
+        return self.dropout(self.conv(hidden_states))
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerOffsetScale with MossFormer->MossFormer2  # noqa: E501
+class MossFormer2OffsetScale(nn.Module):
+    """Per-head scale and offset producing several query/key variants from one projection."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(heads, dim))
+        self.beta = nn.Parameter(torch.zeros(heads, dim))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``(..., dim)`` -> ``(..., heads, dim)``."""
+        return torch.addcmul(self.beta, hidden_states[..., None, :], self.gamma)
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerBlock with MossFormer->MossFormer2
+class MossFormer2Block(GradientCheckpointingLayer):
+    """Gated single-head transformer block with joint local (quadratic) and global (linear) attention.
+
+    Operates on ``(batch, time, hidden_size)``; ``cos``/``sin`` are the shared rotary tables.
+    """
+
+    def __init__(self, config: MossFormer2Config) -> None:
+        super().__init__()
+        hidden, inner = config.hidden_size, config.intermediate_size
+        self.group_size = config.group_size
+        self.causal = config.causal
+        self.value_gate_proj = MossFormer2ConvProjection(
+            hidden, inner, config.conv_kernel_size, config.attention_dropout
+        )
+        self.query_key_proj = MossFormer2ConvProjection(
+            hidden, config.query_key_dim, config.conv_kernel_size, config.attention_dropout
+        )
+        # four variants of the shared query/key: local query, global query, local key, global key
+        self.query_key_offset_scale = MossFormer2OffsetScale(config.query_key_dim, heads=4)
+        self.out_proj = MossFormer2ConvProjection(
+            inner // 2, hidden, config.conv_kernel_size, config.attention_dropout
+        )
+        self.attention_dropout = nn.Dropout(config.attention_dropout)
+
+    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # Without autograd, intermediate tensors are overwritten in place (fewer passes over memory).
+        inplace = not torch.is_grad_enabled()
+        # token shift: the first half of the channels sees the previous frame
+        half = (hidden_states.shape[-1] + 1) // 2
+        block_input = torch.empty_like(hidden_states, memory_format=torch.contiguous_format)
+        block_input[:, 1:, :half] = hidden_states[:, :-1, :half]
+        block_input[:, :1, :half] = 0.0
+        block_input[..., half:] = hidden_states[..., half:]
+
+        value_gate, query_key = self._input_projections(block_input)  # (b t inner), (b t qk)
+        query_key = self.query_key_offset_scale(query_key)  # (batch, time, 4, qk)
+        query_key = apply_rotary_embedding(query_key, cos, sin, inplace=inplace)
+        local_query, global_query, local_key, global_key = query_key.unbind(dim=-2)
+
+        # value and gate share one attention map: attend over their concatenation at once
+        attended = self._joint_attention(local_query, global_query, local_key, global_key, value_gate)
+        attended_value, attended_gate = attended.chunk(2, dim=-1)
+        value, gate = value_gate.chunk(2, dim=-1)
+        if inplace:
+            gated = attended_gate.mul_(value).mul_(attended_value.mul_(gate).sigmoid_())
+        else:
+            gated = (attended_gate * value) * torch.sigmoid(attended_value * gate)
+        output = self.out_proj(gated)
+        return output.add_(hidden_states) if inplace else hidden_states + output
+
+    def _input_projections(self, block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``value_gate_proj`` and ``query_key_proj`` of the same input, computed together.
+
+        Both scale-normalise the same input (only their gains differ, folded into the weights here),
+        so the norm is computed once, and the two linear layers and depthwise convolutions run as
+        one wider linear layer and one wider convolution. Returns views ``(b, t, inner)`` and
+        ``(b, t, qk)`` of one ``(b, t, inner + qk)`` tensor.
+        """
+        value_gate_proj, query_key_proj = self.value_gate_proj, self.query_key_proj
+        norm = value_gate_proj.norm
+        scaled_norm = torch.norm(block_input, dim=-1, keepdim=True) * norm.scale
+        normed = block_input / scaled_norm.clamp(min=norm.eps)
+        weight = torch.cat(
+            (
+                value_gate_proj.linear.weight * value_gate_proj.norm.gain,
+                query_key_proj.linear.weight * query_key_proj.norm.gain,
+            )
+        )
+        bias = torch.cat((value_gate_proj.linear.bias, query_key_proj.linear.bias))
+        if torch.is_grad_enabled():
+            projected = F.silu(F.linear(normed, weight, bias))
+        else:  # a plain matmul, then the bias added in place (cheaper than addmm's broadcast copy)
+            projected = F.silu(torch.matmul(normed, weight.t()).add_(bias), inplace=True)
+        conv_weight = torch.cat((value_gate_proj.conv.depthwise.weight, query_key_proj.conv.depthwise.weight))
+        projected = depthwise_conv_over_time(projected, conv_weight).add_(projected)
+        projected = value_gate_proj.dropout(projected)  # both projections use the same dropout rate
+        inner = value_gate_proj.linear.out_features
+        return projected.split((inner, projected.shape[-1] - inner), dim=-1)
+
+    def _local_attention_weights(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """``relu(q k^T / group_size)^2`` of ``(..., n, d)`` groups (causally masked when causal)."""
+        scores = torch.matmul(query, key.transpose(-1, -2))
+        if torch.is_grad_enabled():
+            weights = self.attention_dropout(F.relu(scores / self.group_size) ** 2)
+        else:  # the same arithmetic in place
+            weights = self.attention_dropout(F.relu_(scores.div_(self.group_size)).square_())
+        if self.causal:
+            size = query.shape[-2]
+            future = torch.ones(size, size, dtype=torch.bool, device=query.device).triu(1)
+            weights = weights.masked_fill(future, 0.0)
+        return weights
+
+    def _joint_attention(
+        self,
+        local_query: torch.Tensor,
+        global_query: torch.Tensor,
+        local_key: torch.Tensor,
+        global_key: torch.Tensor,
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """Joint attention of queries/keys ``(b t d)`` over ``values`` ``(b t e)``; returns ``(b t e)``.
+
+        Legend: b batch, t frames, g groups of n = ``group_size`` frames (the last group may be
+        shorter), d ``query_key_dim``, e ``intermediate_size``.
+
+        * local: ``relu(q k^T / n)^2 v`` inside each group (``b g n d, b g m d -> b g n m``);
+        * global: ``q (k^T v) / t`` over the whole sequence (``b t d, b t e -> b d e``); when causal,
+          each group only sees the sum over the groups before it, divided by n.
+
+        The reference zero-pads the last group to n frames; padded keys contribute exactly
+        nothing, so the last group is computed at its own length instead (no padded copies).
+        """
+        if self.causal:
+            return self._causal_joint_attention(local_query, global_query, local_key, global_key, values)
+        batch, length, width = values.shape
+        group = self.group_size
+        full = length - length % group
+        parts = [(start, stop) for start, stop in ((0, full), (full, length)) if stop > start]
+
+        # global: linear attention over the whole sequence
+        key_values = torch.matmul(global_key.transpose(1, 2), values) / length  # (batch, qk, e)
+        output = torch.matmul(global_query, key_values)  # (batch, time, e)
+
+        # local: squared-ReLU attention inside each group, added to the global part
+        local_parts = []
+        for start, stop in parts:
+            size = min(group, stop - start)
+            query, key, value = (
+                t[:, start:stop].unflatten(1, (-1, size)) for t in (local_query, local_key, values)
+            )
+            weights = self._local_attention_weights(query, key)  # (batch, groups, size, size)
+            if torch.is_grad_enabled():
+                local_parts.append(torch.matmul(weights, value).flatten(1, 2))
+            else:
+                for index in range(batch):
+                    output[index, start:stop].view(-1, size, width).baddbmm_(weights[index], value[index])
+        if local_parts:
+            output = output + torch.cat(local_parts, dim=1)
+        return output
+
+    def _causal_joint_attention(
+        self,
+        local_query: torch.Tensor,
+        global_query: torch.Tensor,
+        local_key: torch.Tensor,
+        global_key: torch.Tensor,
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """`_joint_attention` with causal attention, on zero-padded groups (as the reference)."""
+        batch, length, _ = values.shape
+        group = self.group_size
+        padding = (-length) % group
+        if padding:
+            local_query, local_key, global_query, global_key, values = (
+                F.pad(t, (0, 0, 0, padding))
+                for t in (local_query, local_key, global_query, global_key, values)
+            )
+        num_groups = (length + padding) // group
+        local_query, local_key, global_query, global_key, values = (
+            t.reshape(batch, num_groups, group, t.shape[-1])
+            for t in (local_query, local_key, global_query, global_key, values)
+        )
+        # local: squared-ReLU attention inside each group (padded keys are exactly zero)
+        output = torch.matmul(self._local_attention_weights(local_query, local_key), values)
+        # global: each group sees the sum over the groups before it
+        key_values = torch.matmul(global_key.transpose(-1, -2), values) / group  # (b, g, qk, e)
+        key_values = key_values.cumsum(dim=1)
+        key_values = F.pad(key_values, (0, 0, 0, 0, 1, -1))  # exclusive: earlier groups only
+        output = output + torch.matmul(global_query, key_values)
+        return output.reshape(batch, num_groups * group, -1)[:, :length]
+
+
+# ---------------------------------------------------------------------------------------------
+# Gated FSMN block (MossFormer2's recurrent module)
+# ---------------------------------------------------------------------------------------------
+
+
+def dilated_depthwise_conv_over_time(
+    hidden_states: torch.Tensor, weight: torch.Tensor, dilation: int
+) -> torch.Tensor:
+    """'Same'-padded dilated depthwise convolution over time of ``(batch, time, channels)``.
+
+    The same as ``F.conv1d`` on ``hidden_states.transpose(1, 2)`` with ``weight``
+    ``(channels, 1, kernel)`` (odd kernel), ``dilation`` and ``padding = dilation * (kernel - 1) // 2``.
+    A dilated convolution is a plain one on each of the ``dilation`` interleaved phases of the
+    sequence: the ``(batch, time / dilation, dilation, channels)`` view of the input is a
+    channels-last ``(batch, channels, time / dilation, dilation)`` image, convolved by a
+    ``(kernel, 1)`` kernel without any copy. oneDNN's channels-last depthwise kernels are an order
+    of magnitude faster than its dilated or channels-first ones.
+    """
+    batch, length, channels = hidden_states.shape
+    kernel_size = weight.shape[-1]
+    padding = (-length) % dilation  # zeros past the end: what 'same' padding reads there anyway
+    if padding:
+        hidden_states = F.pad(hidden_states, (0, 0, 0, padding))
+    phases = hidden_states.unflatten(1, (-1, dilation)).permute(0, 3, 1, 2)
+    convolved = F.conv2d(phases, weight[..., None], padding=((kernel_size - 1) // 2, 0), groups=channels)
+    return convolved.permute(0, 2, 3, 1).reshape(batch, -1, channels)[:, :length]
+
+
+class MossFormer2InstanceNorm(nn.Module):
+    """Instance norm over time of ``(batch, time, channels)`` with per-channel affine parameters.
+
+    ``nn.InstanceNorm1d`` on the transposed input (eps 1e-5, biased variance), for any length:
+    PyTorch refuses a single frame, whose normalised value is exactly 0 (the output is the bias).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # two passes (mean, then the centred square) for accuracy; on a (batch, time, channels)
+        # tensor these reductions over time are far faster than torch.var_mean's
+        centred = hidden_states - hidden_states.mean(dim=1, keepdim=True)
+        variance = centred.square().mean(dim=1, keepdim=True)
+        scale = torch.rsqrt(variance + self.eps) * self.weight  # (batch, 1, channels)
+        return torch.addcmul(self.bias, centred, scale)
+
+
+class MossFormer2DilatedMemory(nn.Module):
+    """The FSMN memory: dense dilated grouped convolutions over time of ``(batch, time, channels)``.
+
+    Layer ``i`` convolves the concatenation ``[out_{i-1}, ..., out_0, input]`` (``(i + 1) * channels``
+    channels, in that order) with ``channels`` groups of ``i + 1`` consecutive channels, dilated by
+    ``2**i`` with ``2 * memory_order - 1`` centred taps, then applies an instance norm over time and
+    a per-channel PReLU. Returns the last layer's output.
+
+    A group's convolution is the sum of depthwise convolutions of its ``i + 1`` channels, so each
+    layer runs as one depthwise convolution of the concatenation followed by a sum over groups.
+    """
+
+    def __init__(self, channels: int, memory_order: int, depth: int) -> None:
+        super().__init__()
+        taps = 2 * memory_order - 1
+        # parameter holders with the references' layout (channels, i + 1, taps); forward uses the weights
+        self.convs = nn.ModuleList(
+            nn.Conv1d(
+                channels * (index + 1),
+                channels,
+                taps,
+                dilation=2**index,
+                padding=2**index * (memory_order - 1),
+                groups=channels,
+                bias=False,
+            )
+            for index in range(depth)
+        )
+        self.norms = nn.ModuleList(MossFormer2InstanceNorm(channels) for _ in range(depth))
+        self.activations = nn.ModuleList(nn.PReLU(channels) for _ in range(depth))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, length, channels = hidden_states.shape
+        dense = hidden_states
+        output = hidden_states
+        for index, (conv, norm, activation) in enumerate(
+            zip(self.convs, self.norms, self.activations, strict=True)
+        ):
+            fan_in = index + 1
+            weight = conv.weight.reshape(channels * fan_in, 1, -1)
+            convolved = dilated_depthwise_conv_over_time(dense, weight, conv.dilation[0])
+            # the sum over each group's channels, as strided slices (a reduction over a last
+            # dimension of size fan_in is many times slower)
+            output = convolved[..., 0::fan_in]
+            for offset in range(1, fan_in):
+                output = output + convolved[..., offset::fan_in]
+            output = norm(output)
+            # per-channel PReLU on the last dimension (F.prelu's channels are dimension 1)
+            output = F.prelu(output.reshape(-1, channels), activation.weight).view(batch, length, channels)
+            if index + 1 < len(self.convs):
+                dense = torch.cat((output, dense), dim=-1)
+        return output
+
+
+class MossFormer2FSMN(nn.Module):
+    """``x + memory(project(relu(linear(x))))`` of ``(batch, time, channels)`` (a deep FSMN unit)."""
+
+    def __init__(self, channels: int, memory_order: int, depth: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(channels, channels)
+        self.project = nn.Linear(channels, channels, bias=False)
+        self.memory = MossFormer2DilatedMemory(channels, memory_order, depth)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.memory(self.project(F.relu(self.linear(hidden_states)))) + hidden_states
+
+
+class MossFormer2LayerNormProjection(nn.Module):
+    """Convolution-augmented projection with a layer norm: layer norm, linear, SiLU, depthwise conv
+    module, dropout (the gated FSMN's ``to_u``/``to_v``)."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(in_features)
+        self.linear = nn.Linear(in_features, out_features)
+        self.conv = MossFormer2ConvModule(out_features, kernel_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        projected = F.silu(self.linear(self.norm(hidden_states)))
+        return self.dropout(self.conv(projected))
+
+
+class MossFormer2GatedFSMN(nn.Module):
+    """``v_proj(x) * fsmn(u_proj(x)) + x`` of ``(batch, time, channels)``."""
+
+    def __init__(self, config: MossFormer2Config) -> None:
+        super().__init__()
+        channels = config.fsmn_inner_channels
+        self.u_proj = MossFormer2LayerNormProjection(
+            channels, channels, config.conv_kernel_size, config.fsmn_dropout
+        )
+        self.v_proj = MossFormer2LayerNormProjection(
+            channels, channels, config.conv_kernel_size, config.fsmn_dropout
+        )
+        self.fsmn = MossFormer2FSMN(channels, config.fsmn_memory_order, config.fsmn_dilation_depth)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        u, v = self._input_projections(hidden_states)
+        return torch.addcmul(hidden_states, v, self.fsmn(u))
+
+    def _input_projections(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``u_proj`` and ``v_proj`` of the same input, computed together.
+
+        Both layer-normalise the same input and differ only in the affine part, which is folded into
+        their linear layers (``(n * g + b) W^T + c = n (W g)^T + (W b + c)``): one normalisation, one
+        linear layer and one depthwise convolution of twice the width. Returns two ``(b, t, c)`` views.
+        """
+        u_proj, v_proj = self.u_proj, self.v_proj
+        normed = F.layer_norm(hidden_states, hidden_states.shape[-1:], eps=u_proj.norm.eps)
+        weight = torch.cat(
+            (u_proj.linear.weight * u_proj.norm.weight, v_proj.linear.weight * v_proj.norm.weight)
+        )
+        bias = torch.cat(
+            (
+                torch.addmv(u_proj.linear.bias, u_proj.linear.weight, u_proj.norm.bias),
+                torch.addmv(v_proj.linear.bias, v_proj.linear.weight, v_proj.norm.bias),
+            )
+        )
+        if torch.is_grad_enabled():
+            projected = F.silu(F.linear(normed, weight, bias))
+        else:  # a plain matmul, then the bias added in place (cheaper than addmm's broadcast copy)
+            projected = F.silu(torch.matmul(normed, weight.t()).add_(bias), inplace=True)
+        conv_weight = torch.cat((u_proj.conv.depthwise.weight, v_proj.conv.depthwise.weight))
+        projected = depthwise_conv_over_time(projected, conv_weight).add_(projected)
+        projected = u_proj.dropout(projected)  # both projections use the same dropout rate
+        return projected.chunk(2, dim=-1)
+
+
+class MossFormer2GatedFSMNBlock(GradientCheckpointingLayer):
+    """The recurrent module after each MossFormer block, on ``(batch, time, hidden_size)``.
+
+    Project down to ``fsmn_inner_channels`` (linear, PReLU), layer norm, gated FSMN, layer norm,
+    project back up, residual.
+    """
+
+    def __init__(self, config: MossFormer2Config) -> None:
+        super().__init__()
+        hidden, inner = config.hidden_size, config.fsmn_inner_channels
+        self.input_proj = nn.Linear(hidden, inner)
+        self.activation = nn.PReLU()
+        self.input_norm = nn.LayerNorm(inner)
+        self.gated_fsmn = MossFormer2GatedFSMN(config)
+        self.output_norm = nn.LayerNorm(inner)
+        self.output_proj = nn.Linear(inner, hidden)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        inner = self.input_norm(self.activation(self.input_proj(hidden_states)))
+        inner = self.output_norm(self.gated_fsmn(inner))
+        return hidden_states + self.output_proj(inner)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder, mask net, decoder
+# ---------------------------------------------------------------------------------------------
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerEncoder with MossFormer->MossFormer2
+class MossFormer2Encoder(nn.Module):
+    """``(batch, time)`` waveform -> ``(batch, encoder_channels, frames)`` non-negative features."""
+
+    def __init__(self, config: MossFormer2Config) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(
+            1, config.encoder_channels, config.encoder_kernel_size, stride=config.encoder_stride, bias=False
+        )
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv(waveform[:, None, :]))
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerDecoder with MossFormer->MossFormer2
+class MossFormer2Decoder(nn.Module):
+    """``(batch, encoder_channels, frames)`` -> ``(batch, samples)`` by transposed convolution."""
+
+    def __init__(self, config: MossFormer2Config) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(
+            config.encoder_channels,
+            1,
+            config.encoder_kernel_size,
+            stride=config.encoder_stride,
+            bias=config.decoder_bias,
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.conv(features)[:, 0]
+
+
+class MossFormer2MaskNet(nn.Module):
+    """Encoder features ``(batch, channels, frames)`` -> masks ``(batch, sources, channels, frames)``."""
+
+    def __init__(self, config: MossFormer2Config) -> None:
+        super().__init__()
+        channels, hidden = config.encoder_channels, config.hidden_size
+        self.num_sources = config.num_sources
+        self.input_norm = build_mask_net_norm(config.norm_type, channels)
+        self.input_proj = nn.Conv1d(channels, hidden, 1, bias=False)
+        self.position_embedding = MossFormer2ScaledSinusoidalEmbedding(hidden)
+        self.rotary_embedding = MossFormer2RotaryEmbedding(config.rotary_dim)
+        self.layers = nn.ModuleList([MossFormer2Block(config) for _ in range(config.num_hidden_layers)])
+        self.fsmn_layers = nn.ModuleList(
+            [MossFormer2GatedFSMNBlock(config) for _ in range(config.num_hidden_layers)]
+        )
+        self.layers_norm = nn.LayerNorm(hidden, eps=1e-6)
+        self.residual_norm = build_mask_net_norm(config.norm_type, hidden)
+        self.activation = nn.PReLU()
+        self.sources_proj = nn.Conv1d(hidden, hidden * config.num_sources, 1)
+        self.output_proj = nn.Conv1d(hidden, hidden, 1)
+        self.output_gate_proj = nn.Conv1d(hidden, hidden, 1)
+        self.mask_proj = nn.Conv1d(hidden, channels, 1, bias=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, _, frames = features.shape
+        hidden_states = self.input_proj(self.input_norm(features))
+        position = self.position_embedding(frames, features.device).to(hidden_states.dtype)
+        hidden_states = hidden_states + position.transpose(0, 1)
+        residual = hidden_states
+
+        cos, sin = self.rotary_embedding(frames, features.device)
+        hidden_states = hidden_states.transpose(1, 2)
+        for layer, fsmn_layer in zip(self.layers, self.fsmn_layers, strict=True):
+            hidden_states = fsmn_layer(layer(hidden_states, cos, sin))
+        hidden_states = self.layers_norm(hidden_states).transpose(1, 2)
+        hidden_states = self.residual_norm(hidden_states) + residual
+
+        hidden_states = self.sources_proj(self.activation(hidden_states))
+        hidden_states = hidden_states.reshape(batch * self.num_sources, -1, frames)
+        hidden_states = torch.tanh(self.output_proj(hidden_states)) * torch.sigmoid(
+            self.output_gate_proj(hidden_states)
+        )
+        masks = F.relu(self.mask_proj(hidden_states))
+        return masks.reshape(batch, self.num_sources, -1, frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------------
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.flat_pairwise_si_snr with MossFormer->MossFormer2  # noqa: E501
+def flat_pairwise_si_snr(
+    estimates: torch.Tensor, references: torch.Tensor, eps: float = SI_SNR_EPS
+) -> torch.Tensor:
+    """SI-SNR in dB of every (estimate, reference) pair of flat signals.
+
+    Not a copy of conv_tasnet's ``pairwise_si_snr``: that one scores ``(batch, sources, channels,
+    time)`` per audio channel and averages; this one takes one flat signal per source (the
+    ModelScope recipe's mono loss), so the tests hold it to the 3-D definition.
+
+    Args:
+        estimates: `(batch, sources, time)`.
+        references: `(batch, sources, time)`.
+
+    Returns:
+        `(batch, sources, sources)`: entry `[b, i, j]` scores estimate `i` against reference `j`.
+    """
+    estimates = estimates - estimates.mean(dim=-1, keepdim=True)
+    references = references - references.mean(dim=-1, keepdim=True)
+    dots = torch.einsum("bit,bjt->bij", estimates, references)
+    reference_energy = references.pow(2).sum(dim=-1)[:, None, :]  # (batch, 1, sources)
+    projections = (dots / (reference_energy + eps))[..., None] * references[:, None, :, :]
+    noise = estimates[:, :, None, :] - projections
+    ratio = projections.pow(2).sum(dim=-1) / (noise.pow(2).sum(dim=-1) + eps)
+    return 10 * torch.log10(ratio + eps)
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer.flat_permutation_invariant_si_snr_loss with MossFormer->MossFormer2  # noqa: E501
+def flat_permutation_invariant_si_snr_loss(estimates: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Negative SI-SNR of the best assignment of estimates to references, averaged over the batch.
+
+    Every source's trailing dimensions form one signal (`flat_pairwise_si_snr`); for MossFormer2's
+    single channel this equals conv_tasnet's per-channel ``permutation_invariant_si_snr_loss``.
+
+    Args:
+        estimates: `(batch, sources, ...)`; trailing dimensions are flattened into time.
+        references: same shape as `estimates`.
+    """
+    batch, sources = estimates.shape[:2]
+    scores = flat_pairwise_si_snr(
+        estimates.reshape(batch, sources, -1).float(), references.reshape(batch, sources, -1).float()
+    )
+    permutations = torch.tensor(list(itertools.permutations(range(sources))), device=scores.device)
+    # per_permutation[b, p] = mean_i scores[b, i, permutations[p, i]]
+    per_permutation = scores[:, torch.arange(sources, device=scores.device), permutations].mean(dim=-1)
+    return -per_permutation.max(dim=-1).values.mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+
+
+# Copied from demixers.modeling.mossformer.modeling_mossformer._LoadReportFilter with MossFormer->MossFormer2
+class _LoadReportFilter(logging.Filter):
+    """Drops transformers' multi-line load report while a strict load is running: a mismatch raises
+    one ``ValueError`` instead, and a match has nothing to report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+class MossFormer2PreTrainedModel(PreTrainedModel):
+    config_class = MossFormer2Config
+    base_model_prefix = "mossformer2"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules: ClassVar[list[str]] = ["MossFormer2Block", "MossFormer2GatedFSMNBlock"]
+
+    # Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerPreTrainedModel.from_pretrained with MossFormer->MossFormer2  # noqa: E501
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args: Any,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Load like transformers does, but strictly: a missing, unexpected or mismatched tensor, or a
+        folder whose ``model_type`` names another model, is a ``ValueError`` naming the first keys and
+        the folder. transformers only warns and leaves random weights, which then separate garbage.
+
+        ``strict=False`` restores transformers' lenient loading (e.g. to fine-tune a changed head).
+        ``output_loading_info=True`` returns ``(model, loading_info)`` as usual.
+        """
+        if not strict:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        config = kwargs.get("config")
+        expected_type = cls.config_class.model_type
+        if isinstance(config, PretrainedConfig):
+            found_type = getattr(config, "model_type", None)
+        else:
+            hub_kwargs = {
+                key: kwargs[key]
+                for key in (
+                    "cache_dir",
+                    "force_download",
+                    "local_files_only",
+                    "token",
+                    "revision",
+                    "subfolder",
+                )
+                if key in kwargs
+            }
+            config_dict, _ = PretrainedConfig.get_config_dict(
+                config or pretrained_model_name_or_path, **hub_kwargs
+            )
+            found_type = config_dict.get("model_type")
+        if found_type != expected_type:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: its config's model_type {found_type!r} is not "
+                f"{expected_type!r}; "
+                f"{cls.__name__} cannot load it (use AutoModel, or the model's own class)"
+            )
+        wants_info = bool(kwargs.pop("output_loading_info", False))
+        # Mismatched shapes are collected (transformers would raise a RuntimeError after a report) and
+        # refused below, unless the caller asked to ignore them.
+        check_shapes = not kwargs.pop("ignore_mismatched_sizes", False)
+        report_logger = logging.getLogger("transformers.modeling_utils")
+        report_filter = _LoadReportFilter()
+        report_logger.addFilter(report_filter)  # the error below says it in one line
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path,
+                *model_args,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+                **kwargs,
+            )
+        finally:
+            report_logger.removeFilter(report_filter)
+        fields = [("missing_keys", "missing"), ("unexpected_keys", "unexpected")]
+        if check_shapes:
+            fields.append(("mismatched_keys", "mismatched"))
+        problems = []
+        for field, label in fields:
+            keys = sorted(str(key if isinstance(key, str) else key[0]) for key in info.get(field) or ())
+            if keys:
+                more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+                problems.append(f"{len(keys)} {label} tensor(s): {', '.join(keys[:5])}{more}")
+        if problems:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the weights do not match the {cls.__name__} its "
+                f"config.json describes ({'; '.join(problems)}); refusing to run with random weights "
+                "(strict=False loads anyway)"
+            )
+        return (model, info) if wants_info else model
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """PyTorch's default initialisation, as the reference model trains from."""
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.ConvTranspose1d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, MossFormer2OffsetScale):
+            init.normal_(module.gamma, std=0.02)
+            init.zeros_(module.beta)
+        elif isinstance(module, MossFormer2ScaleNorm):
+            init.ones_(module.gain)
+        elif isinstance(module, MossFormer2ScaledSinusoidalEmbedding):
+            init.ones_(module.scale)
+        elif isinstance(module, nn.PReLU):
+            init.constant_(module.weight, 0.25)
+        elif isinstance(
+            module,
+            (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, MossFormer2InstanceNorm, MossFormer2GlobalLayerNorm),
+        ):
+            if getattr(module, "weight", None) is not None:
+                init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+            if getattr(module, "running_mean", None) is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+
+
+class MossFormer2ForSourceSeparation(MossFormer2PreTrainedModel):
+    """MossFormer2 speech separation: a mono mixture in, one waveform per speaker out.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> model = MossFormer2ForSourceSeparation(MossFormer2Config(num_hidden_layers=2)).eval()
+    >>> mixture = torch.randn(1, 8000)  # one second at 8 kHz
+    >>> model(input_values=mixture).audio_values.shape
+    torch.Size([1, 2, 1, 8000])
+    ```
+    """
+
+    def __init__(self, config: MossFormer2Config) -> None:
+        super().__init__(config)
+        self.encoder = MossFormer2Encoder(config)
+        self.mask_net = MossFormer2MaskNet(config)
+        self.decoder = MossFormer2Decoder(config)
+        self.post_init()
+
+    # Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerForSourceSeparation._check_input_values with MossFormer->MossFormer2  # noqa: E501
+    def _check_input_values(self, input_values: torch.Tensor) -> torch.Tensor:
+        if not isinstance(input_values, torch.Tensor):
+            raise TypeError(f"input_values must be a torch.Tensor, got {type(input_values).__name__}")
+        if input_values.dim() == 3:
+            if input_values.shape[1] != 1:
+                raise ValueError(
+                    "MossFormer2 is mono: input_values must be (batch, time) or (batch, 1, time), "
+                    f"got {input_values.shape[1]} channels (shape {tuple(input_values.shape)})"
+                )
+            input_values = input_values[:, 0]
+        elif input_values.dim() != 2:
+            raise ValueError(
+                "input_values must be (batch, time) or (batch, 1, time), "
+                f"got shape {tuple(input_values.shape)}"
+            )
+        if input_values.shape[0] == 0 or input_values.shape[-1] == 0:
+            raise ValueError(f"input_values is empty: shape {tuple(input_values.shape)}")
+        if not input_values.is_floating_point():
+            raise TypeError(f"input_values must be a floating-point tensor, got {input_values.dtype}")
+        if not torch.isfinite(input_values).all():
+            raise ValueError("input_values contains NaN or infinite samples")
+        return input_values
+
+    # Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerForSourceSeparation._separate with MossFormer->MossFormer2  # noqa: E501
+    def _separate(self, mixture: torch.Tensor) -> torch.Tensor:
+        """``(batch, time)`` -> ``(batch, sources, time)`` with the reference's length handling."""
+        batch, length = mixture.shape
+        kernel_size = self.config.encoder_kernel_size
+        if length < kernel_size:  # too short for one frame: zero-pad, then trim back below
+            mixture = F.pad(mixture, (0, kernel_size - length))
+        features = self.encoder(mixture)
+        masks = self.mask_net(features)
+        masked = (features[:, None] * masks).flatten(0, 1)
+        audio = self.decoder(masked).reshape(batch, self.config.num_sources, -1)
+        # the frames cover at most the input: zero-pad the tail (or trim), as the reference does
+        if audio.shape[-1] < length:
+            audio = F.pad(audio, (0, length - audio.shape[-1]))
+        return audio[..., :length]
+
+    # Copied from demixers.modeling.mossformer.modeling_mossformer.MossFormerForSourceSeparation.forward with MossFormer->MossFormer2  # noqa: E501
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        padding_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> MossFormer2SourceSeparationOutput | tuple[torch.Tensor, ...]:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, time)` or `(batch, 1, time)`):
+                mono mixtures at `config.sampling_rate`.
+            labels (`torch.FloatTensor` of shape `(batch, num_sources, 1, time)`, *optional*):
+                reference sources; gives a permutation-invariant negative SI-SNR `loss`.
+            padding_mask (`torch.Tensor` of shape `(batch, time)`, *optional*): 1 on real samples,
+                0 on padding (as the feature extractor returns). Items with padding are separated at
+                their own length and their padded tail is zero in the output.
+            return_dict (`bool`, *optional*): return a tuple instead of a `ModelOutput` when False.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        mixture = self._check_input_values(input_values)
+        mixture = mixture.to(self.encoder.conv.weight.dtype)
+        batch, length = mixture.shape
+
+        lengths = None
+        if padding_mask is not None:
+            if not isinstance(padding_mask, torch.Tensor):
+                raise TypeError(f"padding_mask must be a torch.Tensor, got {type(padding_mask).__name__}")
+            if padding_mask.shape != (batch, length):
+                raise ValueError(
+                    f"padding_mask must be (batch, time) = {(batch, length)}, got {tuple(padding_mask.shape)}"
+                )
+            lengths = padding_mask.to(torch.bool).sum(dim=-1)
+            if (lengths == 0).any():
+                raise ValueError("padding_mask marks an item with no samples at all")
+            if bool((lengths == length).all()):
+                lengths = None
+
+        if lengths is None:
+            audio = self._separate(mixture)
+        else:
+            audio = mixture.new_zeros(batch, self.config.num_sources, length)
+            for index, item_length in enumerate(lengths.tolist()):
+                audio[index, :, :item_length] = self._separate(mixture[index : index + 1, :item_length])[0]
+        audio_values = audio[:, :, None, :]
+
+        loss = None
+        if labels is not None:
+            expected = tuple(audio_values.shape)
+            if tuple(labels.shape) != expected:
+                raise ValueError(
+                    f"labels must be (batch, num_sources, 1, time) = {expected}, got {tuple(labels.shape)}"
+                )
+            labels = labels.to(audio_values.device)
+            if lengths is not None:  # the padded tail is zero in both: its content never counts
+                positions = torch.arange(length, device=labels.device)[None, :]
+                keep = positions < lengths.to(labels.device)[:, None]
+                labels = labels * keep[:, None, None, :].to(labels.dtype)
+            loss = flat_permutation_invariant_si_snr_loss(audio_values, labels)
+
+        if not return_dict:
+            return (loss, audio_values) if loss is not None else (audio_values,)
+        return MossFormer2SourceSeparationOutput(loss=loss, audio_values=audio_values)
+
+
+__all__ = [
+    "MossFormer2ForSourceSeparation",
+    "MossFormer2PreTrainedModel",
+    "MossFormer2SourceSeparationOutput",
+    "flat_permutation_invariant_si_snr_loss",
+]
