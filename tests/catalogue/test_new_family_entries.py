@@ -1,6 +1,7 @@
 """Catalogue entries of the families that came after the catalogue (issues 18 and 19): BS-/Mel-Band
 RoFormer community checkpoints (a yaml config plus a checkpoint, weights on GitHub releases checked
-against GitHub's published asset digest) and the schema pieces they need.
+against GitHub's published asset digest), MossFormer2 (ModelScope 8 kHz, ClearerVoice 16 kHz) and the
+schema pieces they need.
 
 The viperx BS-RoFormer release is rebuilt with tiny random weights by the MSST reference (the module
 audio-separator ships), saved as MSST saves it (a bare state dict, the yaml with ``!!python/tuple``)
@@ -353,3 +354,130 @@ def test_converter_function_names_the_function_called(
     for bad in ("os.system", "_private", ""):
         with pytest.raises(ValueError, match="converter_function must be a public function name"):
             Catalogue([{**viperx.entry, "converter_function": bad}])
+
+
+# -- MossFormer2 (issue 19): ModelScope 8 kHz and ClearerVoice 16 kHz ---------------------------------
+
+MOSSFORMER2_8K_ID = "damo/speech_mossformer2_separation_temporal_8k"
+CLEARVOICE_REPO = "alibabasglab/MossFormer2_SS_16K"
+
+
+class MossFormer2Releases:
+    """Tiny stand-ins of both MossFormer2 releases, in their layouts, with their test entries."""
+
+    def __init__(self, folder: Path) -> None:
+        from demixers.catalogue.entries import MODELSCOPE_ROOT
+        from tests.modeling.mossformer2.references import (
+            build_clearvoice_reference,
+            build_modelscope_reference,
+            save_modelscope_layout,
+        )
+        from tests.modeling.mossformer2.test_convert_mossformer2 import SMALL_CLEARVOICE, SMALL_MODELSCOPE
+        from tests.modeling.parity_utils import perturb_parameters
+
+        self.modelscope = perturb_parameters(build_modelscope_reference(**SMALL_MODELSCOPE), seed=3)
+        release = save_modelscope_layout(self.modelscope, folder / "modelscope", SMALL_MODELSCOPE)
+        self.files: dict[str, bytes] = {}
+        listing = []
+        base = "/api/v1/models/" + MOSSFORMER2_8K_ID
+        for name in ("configuration.json", "pytorch_model.pt"):
+            data = (release / name).read_bytes()
+            self.files[f"{base}/repo?Revision=master&FilePath={name}"] = data
+            listing.append({"Path": name, "Sha256": hashlib.sha256(data).hexdigest(), "Size": len(data)})
+        self.files[f"{base}/repo/files?Revision=master&Recursive=true"] = json.dumps(
+            {"Code": 200, "Data": {"Files": listing}}
+        ).encode()
+        self.modelscope_entry = _builtin("mossformer2_8k")
+        assert self.modelscope_entry["files"][0]["url"].startswith(MODELSCOPE_ROOT + MOSSFORMER2_8K_ID)
+
+        self.clearvoice = perturb_parameters(build_clearvoice_reference(**SMALL_CLEARVOICE), seed=4)
+        buffer = io.BytesIO()
+        # ClearerVoice's trainer saves the DDP-wrapped weights under "model"
+        state = {f"module.{key}": value for key, value in self.clearvoice.state_dict().items()}
+        torch.save({"model": state, "epoch": 3}, buffer)
+        self.clearvoice_checkpoint = buffer.getvalue()
+        entry = _builtin("mossformer2_16k")
+        yaml_name = next(iter(entry["inline_files"]))
+        released = yaml.safe_load(entry["inline_files"][yaml_name])
+        # the built-in entry carries the released yaml verbatim: the test entry the tiny sizes
+        entry["inline_files"] = {yaml_name: yaml.safe_dump({**released, **SMALL_CLEARVOICE})}
+        self.clearvoice_entry = entry
+
+
+@pytest.fixture(scope="module")
+def mossformer2(tmp_path_factory: pytest.TempPathFactory, hub_server) -> MossFormer2Releases:
+    from huggingface_hub import HfApi
+
+    releases = MossFormer2Releases(tmp_path_factory.mktemp("mossformer2"))
+    api = HfApi()
+    filename = releases.clearvoice_entry["files"][0]["hub"]["filename"]
+    api.create_repo(CLEARVOICE_REPO, exist_ok=True)
+    api.upload_file(
+        path_or_fileobj=releases.clearvoice_checkpoint, path_in_repo=filename, repo_id=CLEARVOICE_REPO
+    )
+    return releases
+
+
+def test_mossformer2_aliases_download_verify_convert_and_equal_the_references(
+    mossformer2: MossFormer2Releases,
+    file_server: LoopbackFileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from transformers import AutoModel
+
+    from tests.modeling.mossformer2.references import clearvoice_separate, modelscope_separate
+    from tests.modeling.parity_utils import relative_max_difference, speech_batch
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("DEMIXERS_MIRROR_URL", file_server.url)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for path, data in mossformer2.files.items():
+        file_server.add(path, data)
+    file_server.clear_log()
+    catalogue = Catalogue([mossformer2.modelscope_entry, mossformer2.clearvoice_entry])
+    cases = (
+        ("mossformer2_8k", mossformer2.modelscope, modelscope_separate, 8000),
+        ("mossformer2_16k", mossformer2.clearvoice, clearvoice_separate, 16000),
+    )
+    with use_catalogue(catalogue):
+        for alias, reference, separate, rate in cases:
+            model = AutoModel.from_pretrained(resolve_model(alias, quiet=True)).eval()
+            assert model.config.model_type == "mossformer2" and model.config.sampling_rate == rate
+            mixture = speech_batch(1009, rate)[:, 0]
+            with torch.no_grad():
+                ours = model(input_values=mixture).audio_values
+            assert relative_max_difference(ours, separate(reference, mixture)) < 1e-5
+        # ModelScope: one listing, two files; ClearerVoice came from the Hub
+        assert len(file_server.requests) == 3
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        for alias, *_ in cases:
+            assert Path(resolve_model(alias)) == converted_path(catalogue[alias])
+    assert len(file_server.requests) == 3
+
+
+def test_the_builtin_mossformer2_entries() -> None:
+    catalogue = builtin_catalogue()
+    eight = catalogue["mossformer2_8k"]
+    assert (eight.family, eight.converter, eight.converter_function, eight.sampling_rate) == (
+        "mossformer2",
+        "modelscope-mossformer2",
+        "convert_modelscope_checkpoint",
+        8000,
+    )
+    assert [item.path for item in eight.files] == ["configuration.json", "pytorch_model.pt"]
+    assert all(item.checksum_from == "modelscope" for item in eight.files)
+    sixteen = catalogue["mossformer2_16k"]
+    assert (sixteen.converter, sixteen.converter_function, sixteen.sampling_rate) == (
+        "clearvoice-mossformer2",
+        "convert_clearvoice_checkpoint",
+        16000,
+    )
+    (checkpoint,) = sixteen.files
+    assert (checkpoint.hub_repo_id, checkpoint.checksum_from) == (CLEARVOICE_REPO, "hub-lfs")
+    assert sixteen.entry_point == checkpoint.path
+    # the inline yaml is ClearerVoice 0.1.2's config/inference/MossFormer2_SS_16K.yaml, byte for byte
+    (text,) = sixteen.inline_files.values()
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "839fb7cc7eac064552e397172ef2d48fb2762180f3aaba12c04b5899f9edfb00"
+    )

@@ -16,6 +16,10 @@ Where each value comes from (read offline unless marked in an entry's ``unverifi
 * **DTTNet**: the authors publish checkpoints only in mega.nz and Baidu Pan folders (their README),
   which have no direct download URL: listed, refused with that reason.
 
+* **MossFormer2**: ModelScope's 8 kHz release (``configuration.json`` + ``pytorch_model.pt``, checked
+  against ModelScope's file listing, ``master`` not pinned offline) and ClearerVoice-Studio's 16 kHz
+  checkpoint on the Hub (``alibabasglab/MossFormer2_SS_16K``, LFS digest of ``main``), whose inference
+  yaml ships in the ``clearvoice`` 0.1.2 wheel and is carried verbatim as an inline file.
 * **BS-/Mel-Band RoFormer** (community checkpoints trained with Music-Source-Separation-Training,
   "MSST"): weight URLs, config URLs and the published SDRs from MSST's ``docs/pretrained_models.md``
   (a stored snapshot at commit ``ccc011ab``); the same files audio-separator 0.47.1 downloads
@@ -664,6 +668,116 @@ ROFORMER_ENTRIES: list[dict[str, Any]] = [
     ),
 ]
 
+MOSSFORMER2_CITATION = """@inproceedings{zhao2024mossformer2,
+  title={{MossFormer2}: Combining Transformer and {RNN}-Free Recurrent Network for Enhanced
+         Time-Domain Monaural Speech Separation},
+  author={Zhao, Shengkui and Ma, Yukun and Ni, Chongjia and Zhang, Chong and Wang, Hao and
+          Nguyen, Trung Hieu and Zhou, Kun and Yip, Jia Qi and Ng, Dianwen and Ma, Bin},
+  booktitle={IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year={2024}
+}"""
+MOSSFORMER2_AUTHORS = (
+    "Shengkui Zhao, Yukun Ma, Chongjia Ni, Chong Zhang, Hao Wang, Trung Hieu Nguyen, Kun Zhou, "
+    "Jia Qi Yip, Dianwen Ng, Bin Ma (Alibaba)"
+)
+MOSSFORMER2_PARITY = (
+    "outputs equal ModelScope's m2 and ClearerVoice's mossformer2_ss within 1e-5 of the output scale on "
+    "perturbed weights and speech (tests/modeling/mossformer2/test_convert_mossformer2.py)"
+)
+# ClearerVoice-Studio's inference config, verbatim from the clearvoice 0.1.2 wheel on PyPI
+# (clearvoice/config/inference/MossFormer2_SS_16K.yaml): the Hub repo holds only the checkpoint
+CLEARVOICE_MOSSFORMER2_SS_16K_YAML = (
+    "#!/bin/bash \n"
+    "mode: 'inference'\n"
+    "use_cuda: 1 # 1 for True, 0 for False\n"
+    "num_gpu: 1\n"
+    "sampling_rate: 16000\n"
+    'network: "MossFormer2_SS_16K"  ##network type\n'
+    'checkpoint_dir: "checkpoints/MossFormer2_SS_16K"\n'
+    'input_path: "data/wsj0_2mix_16k_fullpath.lst"  # an input dir or input scp file\n'
+    '#input_path: "/home/shengkui.zhao/DingTalk_NS/data/webrtc_test_set_20200521_16k/noisy"\n'
+    '#input_path: "/mnt/nas_sg/mit_sg/shengkui.zhao/ComplexNN/audio/youtube_testset_16k/noisy_long/'
+    'noisy"\n'
+    'output_dir: "outputs/MossFormer2_SS_16K_wsj0_2mix" ## output dir to store processed audio\n'
+    "\n"
+    "# decode parameters\n"
+    "one_time_decode_length: 2 #maximum segment length for one-pass decoding (seconds), longer audio "
+    "(>3s) will use segmented decoding\n"
+    "decode_window: 2 #one-pass decoding length\n"
+    "\n"
+    "num_spks: 2\n"
+    "encoder_kernel_size: 16\n"
+    "encoder_embedding_dim: 512\n"
+    "mossformer_sequence_dim: 512\n"
+    "num_mossformer_layer: 24\n"
+)
+
+MOSSFORMER2_ENTRIES: list[dict[str, Any]] = [
+    {
+        "alias": "mossformer2_8k",
+        "family": "mossformer2",
+        "task": "speech",
+        "sources": ["speaker_1", "speaker_2"],
+        "sampling_rate": 8000,
+        "converter": "modelscope-mossformer2",
+        "converter_function": "convert_modelscope_checkpoint",
+        "files": _modelscope_files(
+            "damo/speech_mossformer2_separation_temporal_8k", ["configuration.json", "pytorch_model.pt"]
+        ),
+        "entry_point": ".",
+        "license": "apache-2.0",
+        "authors": MOSSFORMER2_AUTHORS,
+        "homepage": "https://modelscope.cn/models/damo/speech_mossformer2_separation_temporal_8k",
+        "citation": MOSSFORMER2_CITATION,
+        "description": "MossFormer2 (MossFormer + recurrent gated FSMN, 24 layers, 55.7M parameters), "
+        "2-speaker separation at 8 kHz, trained on WSJ0-2mix (ModelScope release).",
+        "score": {
+            "metric": "SI-SNRi",
+            "value": 22.0,
+            "dataset": "WSJ0-2mix test",
+            "reference": "MossFormer2 paper (ICASSP 2024)",
+        },
+        "parity": MOSSFORMER2_PARITY,
+        "unverified": ["score", "license", "revision (master is not pinned offline)"],
+    },
+    {
+        "alias": "mossformer2_16k",
+        "family": "mossformer2",
+        "task": "speech",
+        "sources": ["speaker_1", "speaker_2"],
+        "sampling_rate": 16000,
+        "converter": "clearvoice-mossformer2",
+        "converter_function": "convert_clearvoice_checkpoint",
+        "files": [
+            {
+                "hub": {
+                    "repo_id": "alibabasglab/MossFormer2_SS_16K",
+                    "revision": "main",
+                    "filename": "last_best_checkpoint.pt",
+                },
+                "checksum_from": "hub-lfs",
+            }
+        ],
+        # the converter finds the yaml beside the checkpoint; the pointer file
+        # `last_best_checkpoint` (a small non-LFS text file, no published digest) is not needed
+        "inline_files": {"MossFormer2_SS_16K.yaml": CLEARVOICE_MOSSFORMER2_SS_16K_YAML},
+        "entry_point": "last_best_checkpoint.pt",
+        "license": "apache-2.0",
+        "authors": MOSSFORMER2_AUTHORS,
+        "homepage": "https://huggingface.co/alibabasglab/MossFormer2_SS_16K",
+        "citation": MOSSFORMER2_CITATION,
+        "description": "MossFormer2 (same architecture) from ClearerVoice-Studio, 2-speaker separation at "
+        "16 kHz.",
+        "parity": MOSSFORMER2_PARITY,
+        "unverified": [
+            "license (the clearvoice package is Apache-2.0; the Hub repo's license was not read)",
+            "filename (last_best_checkpoint.pt, what the repo's last_best_checkpoint names; not read "
+            "offline)",
+            "revision (main is not pinned offline)",
+        ],
+    },
+]
+
 BUILTIN_ENTRIES: list[dict[str, Any]] = [
     *DEMUCS_ENTRIES,
     *DEMUCS_V2_ENTRIES,
@@ -671,6 +785,7 @@ BUILTIN_ENTRIES: list[dict[str, Any]] = [
     *MODELSCOPE_ENTRIES,
     *DTTNET_ENTRIES,
     *ROFORMER_ENTRIES,
+    *MOSSFORMER2_ENTRIES,
 ]
 
 __all__ = ["BUILTIN_ENTRIES"]
