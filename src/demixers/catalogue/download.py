@@ -10,6 +10,9 @@
   digest. A file lock per file serialises concurrent processes downloading the same file.
 * ``DEMIXERS_MIRROR_URL`` (for tests and mirrors) replaces the scheme and host of every non-Hub URL,
   keeping its path and query; Hub files follow ``HF_ENDPOINT`` as usual.
+* ``checksum_from: github-release``: the digest GitHub's REST API publishes for a release asset
+  (``api.github.com/repos/OWNER/REPO/releases/tags/TAG``, then its paged asset list), read before
+  the download; an asset without a digest is refused rather than used unverified.
 * ``HF_HUB_OFFLINE=1``: nothing is requested; a file that is not in the cache is an error naming the
   alias.
 """
@@ -29,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
+from .schema import SHA256_PATTERN as SHA256_HEX
 from .schema import CatalogueEntry, ReleaseFile
 
 MIRROR_ENVIRONMENT_VARIABLE = "DEMIXERS_MIRROR_URL"
@@ -223,12 +227,61 @@ def _modelscope_sha256(alias: str, release_file: ReleaseFile, listings: dict[str
     raise ValueError(f"{alias}: ModelScope's file listing {url} gives no sha256 for {file_path!r}")
 
 
+GITHUB_API_ROOT = "https://api.github.com"
+_GITHUB_ASSET_PAGES = 20  # 100 assets a page: a release holds at most 1000 assets
+
+
+def _read_json(alias: str, url: str, what: str) -> Any:
+    try:
+        with _open(url, 0) as response:
+            return json.loads(response.read(16 << 20))
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise OSError(f"{alias}: reading {what} {url} failed: {error}") from None
+
+
+def _github_release_sha256(alias: str, release_file: ReleaseFile, listings: dict[str, Any] | None) -> str:
+    """The SHA-256 GitHub publishes for a release asset (its ``digest``, ``sha256:<hex>``)."""
+    owner, repo, _, _, tag, name = PurePosixPath(urlsplit(str(release_file.url)).path).parts[1:]
+    release_url = effective_url(f"{GITHUB_API_ROOT}/repos/{owner}/{repo}/releases/tags/{quote(tag)}")
+    cache = listings if listings is not None else {}
+    release = cache.get(release_url)
+    if release is None:
+        release = cache[release_url] = _read_json(alias, release_url, "GitHub's release listing")
+    pages = [release.get("assets") or []] if isinstance(release, dict) else []
+    release_id = release.get("id") if isinstance(release, dict) else None
+    for page in range(1, _GITHUB_ASSET_PAGES + 1):
+        for asset in pages[-1]:
+            if isinstance(asset, dict) and asset.get("name") == name:
+                digest = str(asset.get("digest") or "")
+                hex_digest = digest.removeprefix("sha256:").lower()
+                if not digest.startswith("sha256:") or not SHA256_HEX.match(hex_digest):
+                    raise ChecksumError(
+                        f"{alias}: GitHub publishes no sha256 digest for {release_file.url} "
+                        f"(got {digest!r}); refusing to use it unverified"
+                    )
+                return hex_digest
+        if release_id is None:  # a release always has an id: a listing without one is not GitHub's
+            break
+        assets_url = effective_url(
+            f"{GITHUB_API_ROOT}/repos/{owner}/{repo}/releases/{release_id}/assets?per_page=100&page={page}"
+        )
+        listed = cache.get(assets_url)
+        if listed is None:
+            listed = cache[assets_url] = _read_json(alias, assets_url, "GitHub's release assets")
+        if not isinstance(listed, list) or not listed:
+            break
+        pages.append(listed)
+    raise ValueError(f"{alias}: GitHub's release {owner}/{repo}@{tag} lists no asset {name!r}")
+
+
 def _expected_sha256(alias: str, release_file: ReleaseFile, listings: dict[str, Any] | None) -> str | None:
     """The full digest to check, or None when only the published prefix is known."""
     if release_file.sha256:
         return release_file.sha256
     if release_file.checksum_from == "modelscope":
         return _modelscope_sha256(alias, release_file, listings)
+    if release_file.checksum_from == "github-release":
+        return _github_release_sha256(alias, release_file, listings)
     return None
 
 

@@ -16,7 +16,20 @@ Where each value comes from (read offline unless marked in an entry's ``unverifi
 * **DTTNet**: the authors publish checkpoints only in mega.nz and Baidu Pan folders (their README),
   which have no direct download URL: listed, refused with that reason.
 
-New families (BS-/Mel-RoFormer, MossFormer2) add entries here that name their converter.
+* **MossFormer2**: ModelScope's 8 kHz release (``configuration.json`` + ``pytorch_model.pt``, checked
+  against ModelScope's file listing, ``master`` not pinned offline) and ClearerVoice-Studio's 16 kHz
+  checkpoint on the Hub (``alibabasglab/MossFormer2_SS_16K``, LFS digest of ``main``), whose inference
+  yaml ships in the ``clearvoice`` 0.1.2 wheel and is carried verbatim as an inline file.
+* **BS-/Mel-Band RoFormer** (community checkpoints trained with Music-Source-Separation-Training,
+  "MSST"): weight URLs, config URLs and the published SDRs from MSST's ``docs/pretrained_models.md``
+  (a stored snapshot at commit ``ccc011ab``); the same files audio-separator 0.47.1 downloads
+  (``TRvlvr/model_repo`` release ``all_public_uvr_models``, its ``models.json``). The configs are
+  pinned to the MSST commit that last changed them, with the SHA-256 computed from that snapshot.
+  Weights on GitHub releases are checked against the ``digest`` GitHub's release API publishes
+  (read at download time: not verifiable offline); weights on the Hub against the LFS SHA-256 of
+  ``main`` (not pinned offline). The releases state no license.
+
+New families add entries here that name their converter.
 """
 
 from __future__ import annotations
@@ -481,12 +494,298 @@ DTTNET_ENTRIES: list[dict[str, Any]] = [
     },
 ]
 
+MSST_RAW_ROOT = "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separation-Training/"
+UVR_RELEASE_ROOT = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
+ROFORMER_NOTES = (
+    "converted with `demixers convert msst-roformer` (MSST's upstream code where audio-separator 0.47.1 "
+    "differs: zero_dc, skip_connection, rotary embeddings)"
+)
+ROFORMER_LICENSE = "unknown"  # none of the community releases states a license
+BS_ROFORMER_PARITY = (
+    "outputs equal MSST's and lucidrains' BSRoformer within 1e-5 of the output scale on perturbed "
+    "weights (tests/modeling/bs_roformer/)"
+)
+MEL_BAND_ROFORMER_PARITY = (
+    "outputs equal MSST's and lucidrains' MelBandRoformer within 1e-5 of the output scale on "
+    "perturbed weights (tests/modeling/mel_band_roformer/)"
+)
+BS_ROFORMER_CITATION = """@article{lu2023music,
+  title={Music Source Separation with Band-Split RoPE Transformer},
+  author={Lu, Wei-Tsung and Wang, Ju-Chiang and Kong, Qiuqiang and Hung, Yun-Ning},
+  journal={arXiv preprint arXiv:2309.02612},
+  year={2023}
+}"""
+MEL_BAND_ROFORMER_CITATION = """@article{wang2023mel,
+  title={Mel-Band RoFormer for Music Source Separation},
+  author={Wang, Ju-Chiang and Lu, Wei-Tsung and Won, Minz},
+  journal={arXiv preprint arXiv:2310.01809},
+  year={2023}
+}"""
+
+
+def _multisong_sdr(stem: str, value: float) -> dict[str, Any]:
+    return {
+        "metric": f"SDR {stem}",
+        "value": value,
+        "dataset": "MVSep Multisong",
+        "reference": "MSST docs/pretrained_models.md",
+    }
+
+
+def _msst_config(commit: str, path: str, sha256: str, size: int) -> dict[str, Any]:
+    """A config of MSST's repository at the commit that last changed it (digest of that snapshot)."""
+    return {"url": f"{MSST_RAW_ROOT}{commit}/{path}", "sha256": sha256, "size": size}
+
+
+def _release_file_name(item: dict[str, Any]) -> str:
+    """The name a file gets in the release folder (as the schema names it by default)."""
+    if "path" in item:
+        return str(item["path"])
+    return str(item["hub"]["filename"]) if "hub" in item else str(item["url"]).rsplit("/", 1)[1]
+
+
+def _roformer_entry(
+    alias: str,
+    *,
+    family: str,
+    checkpoint: dict[str, Any],
+    config: dict[str, Any],
+    sources: list[str],
+    unverified: list[str],
+    **fields: Any,
+) -> dict[str, Any]:
+    checkpoint_name, config_name = _release_file_name(checkpoint), _release_file_name(config)
+    bs = family == "bs_roformer"
+    return {
+        "alias": alias,
+        "family": family,
+        "task": "music",
+        "sources": sources,
+        "sampling_rate": 44100,
+        "converter": "msst-roformer",
+        "files": [config, checkpoint],
+        "entry_point": [config_name, checkpoint_name],
+        "license": ROFORMER_LICENSE,
+        "citation": BS_ROFORMER_CITATION if bs else MEL_BAND_ROFORMER_CITATION,
+        "parity": BS_ROFORMER_PARITY if bs else MEL_BAND_ROFORMER_PARITY,
+        "notes": ROFORMER_NOTES,
+        "unverified": ["license", *unverified],
+        **fields,
+    }
+
+
+GITHUB_DIGEST_UNVERIFIED = "sha256 (GitHub's asset digest is read at download time, not pinned offline)"
+
+ROFORMER_ENTRIES: list[dict[str, Any]] = [
+    _roformer_entry(
+        "bs_roformer_viperx_1297",
+        family="bs_roformer",
+        checkpoint={
+            "url": UVR_RELEASE_ROOT + "model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+            "checksum_from": "github-release",
+        },
+        config=_msst_config(
+            "d9672dac1160ebe9c39aec3d3f3320190e49a5c0",
+            "configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml",
+            "42e5635ceab7287b83d9591c9880966f0b61cff26a0a40a29d236bacb32e5f2c",
+            1881,
+        ),
+        sources=["vocals", "other"],
+        authors="viperx (trained with MSST's code on lucidrains' BS-RoFormer)",
+        homepage="https://github.com/ZFTurbo/Music-Source-Separation-Training/blob/main/docs/pretrained_models.md",
+        description="BS-RoFormer vocals model by viperx, epoch 317 (dim 512, depth 12, 62 bands, ~160M "
+        "parameters): vocals and the residual; audio-separator's and UVR's default "
+        "'BS-Roformer-Viperx-1297'.",
+        score=_multisong_sdr("vocals", 10.87),
+        unverified=[GITHUB_DIGEST_UNVERIFIED],
+    ),
+    _roformer_entry(
+        "bs_roformer_viperx_1053",
+        family="bs_roformer",
+        checkpoint={
+            "url": UVR_RELEASE_ROOT + "model_bs_roformer_ep_937_sdr_10.5309.ckpt",
+            "checksum_from": "github-release",
+        },
+        config=_msst_config(
+            "ce659b894285eedfb28e236aeffca18c90b96ffb",
+            "configs/viperx/model_bs_roformer_ep_937_sdr_10.5309.yaml",
+            "c9ff80f71867e9b7df08722c3a08a564c68cffcfe1c2c32a004b8153456f8951",
+            2351,
+        ),
+        sources=["other", "vocals"],
+        authors="viperx (trained with MSST's code on lucidrains' BS-RoFormer)",
+        homepage="https://github.com/ZFTurbo/Music-Source-Separation-Training/blob/main/docs/pretrained_models.md",
+        description="BS-RoFormer instrumental ('other') model by viperx, epoch 937 (dim 384, depth 12): "
+        "the instrumental and the residual (vocals).",
+        score=_multisong_sdr("other", 6.85),
+        unverified=[GITHUB_DIGEST_UNVERIFIED],
+    ),
+    _roformer_entry(
+        "mel_band_roformer_viperx_1143",
+        family="mel_band_roformer",
+        checkpoint={
+            "url": UVR_RELEASE_ROOT + "model_mel_band_roformer_ep_3005_sdr_11.4360.ckpt",
+            "checksum_from": "github-release",
+        },
+        config=_msst_config(
+            "d9672dac1160ebe9c39aec3d3f3320190e49a5c0",
+            "configs/viperx/model_mel_band_roformer_ep_3005_sdr_11.4360.yaml",
+            "4e0a24c9078b007caeea94efaad78ed4f29d4f44a80a6aefc4295bff09490314",
+            1404,
+        ),
+        sources=["vocals", "other"],
+        authors="viperx (trained with MSST's code on lucidrains' Mel-Band RoFormer)",
+        homepage="https://github.com/ZFTurbo/Music-Source-Separation-Training/blob/main/docs/pretrained_models.md",
+        description="Mel-Band RoFormer vocals model by viperx, epoch 3005 (dim 384, depth 12): vocals "
+        "and the residual.",
+        score=_multisong_sdr("vocals", 9.67),
+        unverified=[GITHUB_DIGEST_UNVERIFIED],
+    ),
+    _roformer_entry(
+        "mel_band_roformer_kj_vocals",
+        family="mel_band_roformer",
+        checkpoint={
+            "hub": {
+                "repo_id": "KimberleyJSN/melbandroformer",
+                "revision": "main",
+                "filename": "MelBandRoformer.ckpt",
+            },
+            "checksum_from": "hub-lfs",
+        },
+        config=_msst_config(
+            "4a9f4d74ba06fb271fdc92c5c6528dfb79fc90bd",
+            "configs/KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml",
+            "f63f38eb1e6e40a7db0dade714a5ae257555dd8748f4e774eae8679275a81926",
+            1721,
+        ),
+        sources=["vocals", "other"],
+        authors="Kimberley Jensen (trained with MSST's code on lucidrains' Mel-Band RoFormer)",
+        homepage="https://huggingface.co/KimberleyJSN/melbandroformer",
+        description="Mel-Band RoFormer vocals model by Kimberley Jensen (dim 384, depth 6, 60 mel bands, "
+        "~228M parameters): vocals and the residual; audio-separator's vocals_mel_band_roformer.ckpt.",
+        score=_multisong_sdr("vocals", 10.98),
+        unverified=["revision (main is not pinned offline)"],
+    ),
+]
+
+MOSSFORMER2_CITATION = """@inproceedings{zhao2024mossformer2,
+  title={{MossFormer2}: Combining Transformer and {RNN}-Free Recurrent Network for Enhanced
+         Time-Domain Monaural Speech Separation},
+  author={Zhao, Shengkui and Ma, Yukun and Ni, Chongjia and Zhang, Chong and Wang, Hao and
+          Nguyen, Trung Hieu and Zhou, Kun and Yip, Jia Qi and Ng, Dianwen and Ma, Bin},
+  booktitle={IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
+  year={2024}
+}"""
+MOSSFORMER2_AUTHORS = (
+    "Shengkui Zhao, Yukun Ma, Chongjia Ni, Chong Zhang, Hao Wang, Trung Hieu Nguyen, Kun Zhou, "
+    "Jia Qi Yip, Dianwen Ng, Bin Ma (Alibaba)"
+)
+MOSSFORMER2_PARITY = (
+    "outputs equal ModelScope's m2 and ClearerVoice's mossformer2_ss within 1e-5 of the output scale on "
+    "perturbed weights and speech (tests/modeling/mossformer2/test_convert_mossformer2.py)"
+)
+# ClearerVoice-Studio's inference config, verbatim from the clearvoice 0.1.2 wheel on PyPI
+# (clearvoice/config/inference/MossFormer2_SS_16K.yaml): the Hub repo holds only the checkpoint
+CLEARVOICE_MOSSFORMER2_SS_16K_YAML = (
+    "#!/bin/bash \n"
+    "mode: 'inference'\n"
+    "use_cuda: 1 # 1 for True, 0 for False\n"
+    "num_gpu: 1\n"
+    "sampling_rate: 16000\n"
+    'network: "MossFormer2_SS_16K"  ##network type\n'
+    'checkpoint_dir: "checkpoints/MossFormer2_SS_16K"\n'
+    'input_path: "data/wsj0_2mix_16k_fullpath.lst"  # an input dir or input scp file\n'
+    '#input_path: "/home/shengkui.zhao/DingTalk_NS/data/webrtc_test_set_20200521_16k/noisy"\n'
+    '#input_path: "/mnt/nas_sg/mit_sg/shengkui.zhao/ComplexNN/audio/youtube_testset_16k/noisy_long/'
+    'noisy"\n'
+    'output_dir: "outputs/MossFormer2_SS_16K_wsj0_2mix" ## output dir to store processed audio\n'
+    "\n"
+    "# decode parameters\n"
+    "one_time_decode_length: 2 #maximum segment length for one-pass decoding (seconds), longer audio "
+    "(>3s) will use segmented decoding\n"
+    "decode_window: 2 #one-pass decoding length\n"
+    "\n"
+    "num_spks: 2\n"
+    "encoder_kernel_size: 16\n"
+    "encoder_embedding_dim: 512\n"
+    "mossformer_sequence_dim: 512\n"
+    "num_mossformer_layer: 24\n"
+)
+
+MOSSFORMER2_ENTRIES: list[dict[str, Any]] = [
+    {
+        "alias": "mossformer2_8k",
+        "family": "mossformer2",
+        "task": "speech",
+        "sources": ["speaker_1", "speaker_2"],
+        "sampling_rate": 8000,
+        "converter": "modelscope-mossformer2",
+        "converter_function": "convert_modelscope_checkpoint",
+        "files": _modelscope_files(
+            "damo/speech_mossformer2_separation_temporal_8k", ["configuration.json", "pytorch_model.pt"]
+        ),
+        "entry_point": ".",
+        "license": "apache-2.0",
+        "authors": MOSSFORMER2_AUTHORS,
+        "homepage": "https://modelscope.cn/models/damo/speech_mossformer2_separation_temporal_8k",
+        "citation": MOSSFORMER2_CITATION,
+        "description": "MossFormer2 (MossFormer + recurrent gated FSMN, 24 layers, 55.7M parameters), "
+        "2-speaker separation at 8 kHz, trained on WSJ0-2mix (ModelScope release).",
+        "score": {
+            "metric": "SI-SNRi",
+            "value": 22.0,
+            "dataset": "WSJ0-2mix test",
+            "reference": "MossFormer2 paper (ICASSP 2024)",
+        },
+        "parity": MOSSFORMER2_PARITY,
+        "unverified": ["score", "license", "revision (master is not pinned offline)"],
+    },
+    {
+        "alias": "mossformer2_16k",
+        "family": "mossformer2",
+        "task": "speech",
+        "sources": ["speaker_1", "speaker_2"],
+        "sampling_rate": 16000,
+        "converter": "clearvoice-mossformer2",
+        "converter_function": "convert_clearvoice_checkpoint",
+        "files": [
+            {
+                "hub": {
+                    "repo_id": "alibabasglab/MossFormer2_SS_16K",
+                    "revision": "main",
+                    "filename": "last_best_checkpoint.pt",
+                },
+                "checksum_from": "hub-lfs",
+            }
+        ],
+        # the converter finds the yaml beside the checkpoint; the pointer file
+        # `last_best_checkpoint` (a small non-LFS text file, no published digest) is not needed
+        "inline_files": {"MossFormer2_SS_16K.yaml": CLEARVOICE_MOSSFORMER2_SS_16K_YAML},
+        "entry_point": "last_best_checkpoint.pt",
+        "license": "apache-2.0",
+        "authors": MOSSFORMER2_AUTHORS,
+        "homepage": "https://huggingface.co/alibabasglab/MossFormer2_SS_16K",
+        "citation": MOSSFORMER2_CITATION,
+        "description": "MossFormer2 (same architecture) from ClearerVoice-Studio, 2-speaker separation at "
+        "16 kHz.",
+        "parity": MOSSFORMER2_PARITY,
+        "unverified": [
+            "license (the clearvoice package is Apache-2.0; the Hub repo's license was not read)",
+            "filename (last_best_checkpoint.pt, what the repo's last_best_checkpoint names; not read "
+            "offline)",
+            "revision (main is not pinned offline)",
+        ],
+    },
+]
+
 BUILTIN_ENTRIES: list[dict[str, Any]] = [
     *DEMUCS_ENTRIES,
     *DEMUCS_V2_ENTRIES,
     *ASTEROID_ENTRIES,
     *MODELSCOPE_ENTRIES,
     *DTTNET_ENTRIES,
+    *ROFORMER_ENTRIES,
+    *MOSSFORMER2_ENTRIES,
 ]
 
 __all__ = ["BUILTIN_ENTRIES"]

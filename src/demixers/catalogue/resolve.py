@@ -122,11 +122,13 @@ def cache_key(entry: CatalogueEntry) -> str:
             name: hashlib.sha256(text.encode()).hexdigest()
             for name, text in sorted(entry.inline_files.items())
         },
-        "entry_point": entry.entry_point,
+        "entry_point": entry.entry_point if isinstance(entry.entry_point, str) else list(entry.entry_point),
         "converter": entry.converter,
         "converter_options": dict(entry.converter_options),
         "converter_version": converter_version(entry.converter),
     }
+    if entry.converter_function is not None:  # absent otherwise: the keys of older entries stay
+        record["converter_function"] = entry.converter_function
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -139,15 +141,28 @@ def is_converted(entry: CatalogueEntry) -> bool:
     return (folder / "config.json").is_file() and (folder / SOURCE_RECORD).is_file()
 
 
-def run_converter(entry: CatalogueEntry, source: Path, output: Path) -> None:
-    """Convert ``source`` (the release folder, or the entry point in it) into ``output``."""
+def converter_inputs(entry: CatalogueEntry, release: Path) -> list[Path]:
+    """The paths handed to the converter: the release folder, its entry point, or its entry points
+    in order (a config and a checkpoint)."""
+    if isinstance(entry.entry_point, str):
+        return [release if entry.entry_point == "." else release / entry.entry_point]
+    return [release / name for name in entry.entry_point]
+
+
+def run_converter(entry: CatalogueEntry, source: Path | list[Path], output: Path) -> None:
+    """Convert ``source`` (the release folder, or the entry point(s) in it) into ``output``."""
     module = converter_module(entry.converter)
-    for function_name in _CONVERTER_FUNCTIONS:
+    sources = source if isinstance(source, list) else [source]
+    names = (entry.converter_function,) if entry.converter_function else _CONVERTER_FUNCTIONS
+    for function_name in names:
         function = getattr(module, function_name, None)
         if callable(function):
-            function(source, output, overwrite=True, **dict(entry.converter_options))
+            function(*sources, output, overwrite=True, **dict(entry.converter_options))
             return
-    raise ValueError(f"converter {entry.converter!r} ({module.__name__}) has no convert_checkpoint function")
+    raise ValueError(
+        f"{entry.alias}: converter {entry.converter!r} ({module.__name__}) has no function "
+        f"{' or '.join(names)}"
+    )
 
 
 def resolve_model(name: str, *, quiet: bool = False) -> str:
@@ -188,8 +203,7 @@ def prepare(entry: CatalogueEntry, *, quiet: bool = False) -> Path:
             release = staging / "release"
             digests = fetch_release(entry, release, quiet=quiet)
             output = staging / "model"
-            source = release if entry.entry_point == "." else release / entry.entry_point
-            run_converter(entry, source, output)
+            run_converter(entry, converter_inputs(entry, release), output)
             record = {
                 "alias": entry.alias,
                 "converter": entry.converter,

@@ -8,16 +8,20 @@ naming the alias and the field, not a download of the wrong thing:
 * ``family``: the demixers ``model_type`` the conversion produces; ``task``: ``music`` or ``speech``;
   ``sources``, ``sampling_rate``: what it separates;
 * ``converter``: a name of ``demixers convert`` (`demixers.modeling.convert_cli.CONVERTERS`), and
-  ``converter_options``: keyword arguments for its ``convert_checkpoint`` function. A new family's
+  ``converter_options``: keyword arguments for its ``convert_checkpoint`` function (or the function
+  ``converter_function`` names, for converter modules whose function has another name). A new family's
   entries name its converter: adding them is a data-only change;
 * ``files``: what to download, each ``{"url": ..., "path": ...}`` (any host) or ``{"hub": {"repo_id",
   "revision", "filename"}, "path": ...}`` (the Hugging Face Hub), with its checksum: ``sha256`` (the
   full digest), or ``sha256_prefix`` (the prefix the original publishes, e.g. in demucs' file
   names), or ``checksum_from``: ``"hub-lfs"`` (the Hub's LFS digest of the pinned revision) /
-  ``"modelscope"`` (the digest ModelScope's file listing publishes). A file without any is refused;
+  ``"modelscope"`` (the digest ModelScope's file listing publishes) / ``"github-release"`` (the
+  ``digest`` GitHub's release API publishes for a ``github.com/OWNER/REPO/releases/download/TAG/NAME``
+  asset). A file without any is refused;
 * ``inline_files``: small text files the release defines in its code rather than on a server (demucs'
   bag yamls), written next to the downloads; ``entry_point``: the file or folder (``"."``) handed to
-  the converter;
+  the converter, or a list of files handed to it in that order (converters that take a config and a
+  checkpoint, such as ``msst-roformer``);
 * ``license``, ``authors``, ``homepage``, ``citation`` (BibTeX), ``description``, ``score``
   (``{"metric", "value", "dataset", "reference"}``: the published score), ``parity`` (the converter's
   measured agreement with the original implementation), ``size`` (bytes of the download, if known);
@@ -41,12 +45,15 @@ from urllib.parse import urlsplit
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 SHA256_PREFIX_PATTERN = re.compile(r"^[0-9a-f]{8,63}$")
-CHECKSUM_SOURCES = ("hub-lfs", "modelscope")
+FUNCTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,95}$")
+CHECKSUM_SOURCES = ("hub-lfs", "modelscope", "github-release")
+GITHUB_RELEASE_ASSET = re.compile(r"^https://github\.com/[^/]+/[^/]+/releases/download/[^/]+/[^/]+$")
 TASKS = ("music", "speech")
 # every field an entry may carry (anything else is a typo)
 ENTRY_FIELDS = frozenset(
     {
-        "alias", "family", "task", "sources", "sampling_rate", "converter", "converter_options", "files",
+        "alias", "family", "task", "sources", "sampling_rate", "converter", "converter_options",
+        "converter_function", "files",
         "inline_files", "entry_point", "license", "authors", "homepage", "citation", "description",
         "score", "parity", "size", "refused", "unverified", "notes",
     }
@@ -99,9 +106,11 @@ class ReleaseFile:
             return "sha256"
         if self.sha256_prefix:
             return f"sha256 prefix ({len(self.sha256_prefix)} hex)"
-        return {"hub-lfs": "Hub LFS sha256", "modelscope": "ModelScope sha256"}.get(
-            self.checksum_from or "", "none"
-        )
+        return {
+            "hub-lfs": "Hub LFS sha256",
+            "modelscope": "ModelScope sha256",
+            "github-release": "GitHub asset sha256",
+        }.get(self.checksum_from or "", "none")
 
     def identity(self) -> dict[str, Any]:
         """What identifies the bytes of this file (part of the converted folder's cache key)."""
@@ -156,6 +165,12 @@ class ReleaseFile:
             _fail(alias, f"checksum_from must be one of {CHECKSUM_SOURCES}, got {checksum_from!r}")
         if checksum_from == "hub-lfs" and hub is None:
             _fail(alias, "checksum_from 'hub-lfs' is only for Hub files")
+        if checksum_from == "github-release" and not GITHUB_RELEASE_ASSET.match(str(url)):
+            _fail(
+                alias,
+                "checksum_from 'github-release' is only for https://github.com/OWNER/REPO/releases/download/"
+                f"TAG/NAME files, got {url!r}",
+            )
         if sha256 is None and prefix is None and checksum_from is None:
             _fail(alias, f"file {values['path']!r} has no checksum (sha256, sha256_prefix or checksum_from)")
         size = data.get("size")
@@ -176,8 +191,9 @@ class CatalogueEntry:
     converter: str
     files: tuple[ReleaseFile, ...]
     license: str
-    entry_point: str = "."
+    entry_point: str | tuple[str, ...] = "."
     converter_options: Mapping[str, Any] = field(default_factory=dict)
+    converter_function: str | None = None
     inline_files: Mapping[str, str] = field(default_factory=dict)
     authors: str = ""
     homepage: str = ""
@@ -247,10 +263,20 @@ class CatalogueEntry:
         if len(set(names)) != len(names):
             _fail(alias, f"two files share a name: {sorted(names)}")
         entry_point = data.get("entry_point", ".")
-        if entry_point != ".":
+        if isinstance(entry_point, Sequence) and not isinstance(entry_point, str):
+            if not entry_point:
+                _fail(alias, "entry_point must not be an empty list")
+            entry_point = tuple(_relative_path(alias, item, "entry_point") for item in entry_point)
+            missing = [item for item in entry_point if item not in names]
+            if missing:
+                _fail(alias, f"entry_point {missing!r} is none of its files {sorted(names)}")
+        elif entry_point != ".":
             entry_point = _relative_path(alias, entry_point, "entry_point")
             if entry_point not in names:
                 _fail(alias, f"entry_point {entry_point!r} is none of its files {sorted(names)}")
+        function = data.get("converter_function")
+        if function is not None and (not isinstance(function, str) or not FUNCTION_NAME.match(function)):
+            _fail(alias, f"converter_function must be a public function name, got {function!r}")
         options = data.get("converter_options") or {}
         if not isinstance(options, Mapping):
             _fail(alias, f"converter_options must be a mapping, got {options!r}")
@@ -274,6 +300,7 @@ class CatalogueEntry:
             license=data["license"],
             entry_point=entry_point,
             converter_options=dict(options),
+            converter_function=function,
             inline_files=inline,
             authors=str(data.get("authors", "")),
             homepage=str(data.get("homepage", "")),
