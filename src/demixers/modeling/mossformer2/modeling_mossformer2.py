@@ -379,6 +379,8 @@ class MossFormer2Block(GradientCheckpointingLayer):
         """
         if self.causal:
             return self._causal_joint_attention(local_query, global_query, local_key, global_key, values)
+        if torch.compiler.is_exporting():
+            return self._padded_joint_attention(local_query, global_query, local_key, global_key, values)
         batch, length, width = values.shape
         group = self.group_size
         full = length - length % group
@@ -404,6 +406,28 @@ class MossFormer2Block(GradientCheckpointingLayer):
         if local_parts:
             output = output + torch.cat(local_parts, dim=1)
         return output
+
+    def _padded_joint_attention(
+        self,
+        local_query: torch.Tensor,
+        global_query: torch.Tensor,
+        local_key: torch.Tensor,
+        global_key: torch.Tensor,
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """`_joint_attention` on zero-padded groups, as the reference computes it: one graph for
+        every length (what `torch.export` / ONNX need: no branch on ``length % group_size``)."""
+        batch, length, width = values.shape
+        group = self.group_size
+        key_values = torch.matmul(global_key.transpose(1, 2), values) / length  # (batch, qk, e)
+        output = torch.matmul(global_query, key_values)  # (batch, time, e)
+        padding = (-length) % group
+        query, key, value = (
+            F.pad(t, (0, 0, 0, padding)).reshape(batch, -1, group, t.shape[-1])
+            for t in (local_query, local_key, values)
+        )
+        local = torch.matmul(self._local_attention_weights(query, key), value)  # padded keys add 0
+        return output + local.reshape(batch, -1, width)[:, :length]
 
     def _causal_joint_attention(
         self,
