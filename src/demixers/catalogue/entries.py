@@ -498,8 +498,12 @@ MSST_RAW_ROOT = "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separati
 UVR_RELEASE_ROOT = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
 ROFORMER_NOTES = (
     "converted with `demixers convert msst-roformer` (MSST's upstream code where audio-separator 0.47.1 "
-    "differs: zero_dc, skip_connection, rotary embeddings)"
+    "differs: zero_dc, skip_connection, rotary embeddings); zero_dc is pinned to false: these checkpoints "
+    "were trained and scored before MSST added the flag (default true since late 2025)"
 )
+# The community RoFormer checkpoints predate MSST's `zero_dc` flag (added with default true in late
+# 2025): their published scores come from code that kept the DC bin, so their configs pin it off.
+ROFORMER_CONVERTER_OPTIONS: dict[str, Any] = {"overrides": {"zero_dc": False}}
 ROFORMER_LICENSE = "unknown"  # none of the community releases states a license
 BS_ROFORMER_PARITY = (
     "outputs equal MSST's and lucidrains' BSRoformer within 1e-5 of the output scale on perturbed "
@@ -563,6 +567,7 @@ def _roformer_entry(
         "sources": sources,
         "sampling_rate": 44100,
         "converter": "msst-roformer",
+        "converter_options": ROFORMER_CONVERTER_OPTIONS,
         "files": [config, checkpoint],
         "entry_point": [config_name, checkpoint_name],
         "license": ROFORMER_LICENSE,
