@@ -505,6 +505,7 @@ ROFORMER_NOTES = (
 # 2025): their published scores come from code that kept the DC bin, so their configs pin it off.
 ROFORMER_CONVERTER_OPTIONS: dict[str, Any] = {"overrides": {"zero_dc": False}}
 ROFORMER_LICENSE = "unknown"  # none of the community releases states a license
+# No `citation`: the published card renders the family's BibTeX (model_cards.architectures) already.
 BS_ROFORMER_PARITY = (
     "outputs equal MSST's and lucidrains' BSRoformer within 1e-5 of the output scale on perturbed "
     "weights (tests/modeling/bs_roformer/)"
@@ -513,18 +514,6 @@ MEL_BAND_ROFORMER_PARITY = (
     "outputs equal MSST's and lucidrains' MelBandRoformer within 1e-5 of the output scale on "
     "perturbed weights (tests/modeling/mel_band_roformer/)"
 )
-BS_ROFORMER_CITATION = """@article{lu2023music,
-  title={Music Source Separation with Band-Split RoPE Transformer},
-  author={Lu, Wei-Tsung and Wang, Ju-Chiang and Kong, Qiuqiang and Hung, Yun-Ning},
-  journal={arXiv preprint arXiv:2309.02612},
-  year={2023}
-}"""
-MEL_BAND_ROFORMER_CITATION = """@article{wang2023mel,
-  title={Mel-Band RoFormer for Music Source Separation},
-  author={Wang, Ju-Chiang and Lu, Wei-Tsung and Won, Minz},
-  journal={arXiv preprint arXiv:2310.01809},
-  year={2023}
-}"""
 
 
 def _multisong_sdr(stem: str, value: float) -> dict[str, Any]:
@@ -571,7 +560,6 @@ def _roformer_entry(
         "files": [config, checkpoint],
         "entry_point": [config_name, checkpoint_name],
         "license": ROFORMER_LICENSE,
-        "citation": BS_ROFORMER_CITATION if bs else MEL_BAND_ROFORMER_CITATION,
         "parity": BS_ROFORMER_PARITY if bs else MEL_BAND_ROFORMER_PARITY,
         "notes": ROFORMER_NOTES,
         "unverified": ["license", *unverified],
@@ -673,14 +661,6 @@ ROFORMER_ENTRIES: list[dict[str, Any]] = [
     ),
 ]
 
-MOSSFORMER2_CITATION = """@inproceedings{zhao2024mossformer2,
-  title={{MossFormer2}: Combining Transformer and {RNN}-Free Recurrent Network for Enhanced
-         Time-Domain Monaural Speech Separation},
-  author={Zhao, Shengkui and Ma, Yukun and Ni, Chongjia and Zhang, Chong and Wang, Hao and
-          Nguyen, Trung Hieu and Zhou, Kun and Yip, Jia Qi and Ng, Dianwen and Ma, Bin},
-  booktitle={IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP)},
-  year={2024}
-}"""
 MOSSFORMER2_AUTHORS = (
     "Shengkui Zhao, Yukun Ma, Chongjia Ni, Chong Zhang, Hao Wang, Trung Hieu Nguyen, Kun Zhou, "
     "Jia Qi Yip, Dianwen Ng, Bin Ma (Alibaba)"
@@ -733,7 +713,6 @@ MOSSFORMER2_ENTRIES: list[dict[str, Any]] = [
         "license": "apache-2.0",
         "authors": MOSSFORMER2_AUTHORS,
         "homepage": "https://modelscope.cn/models/damo/speech_mossformer2_separation_temporal_8k",
-        "citation": MOSSFORMER2_CITATION,
         "description": "MossFormer2 (MossFormer + recurrent gated FSMN, 24 layers, 55.7M parameters), "
         "2-speaker separation at 8 kHz, trained on WSJ0-2mix (ModelScope release).",
         "score": {
@@ -770,7 +749,6 @@ MOSSFORMER2_ENTRIES: list[dict[str, Any]] = [
         "license": "apache-2.0",
         "authors": MOSSFORMER2_AUTHORS,
         "homepage": "https://huggingface.co/alibabasglab/MossFormer2_SS_16K",
-        "citation": MOSSFORMER2_CITATION,
         "description": "MossFormer2 (same architecture) from ClearerVoice-Studio, 2-speaker separation at "
         "16 kHz.",
         "parity": MOSSFORMER2_PARITY,
