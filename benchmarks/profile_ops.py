@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/profile_ops.py --model mossformer --seconds 10 --threads 1
     python benchmarks/profile_ops.py --model htdemucs --threads 1 --threads-scaling 2
+    python benchmarks/profile_ops.py --model htdemucs --threads 1 --parts   # FLOPs and time per part
 """
 
 from __future__ import annotations
@@ -60,6 +61,134 @@ def timed_forward(torch, model, mixture) -> float:
         return time.perf_counter() - start
 
 
+# -- HTDemucs: FLOPs and time per part (``--parts``) ------------------------------------------------
+
+HTDEMUCS_PARTS = ("attention", "transformer_linears", "dconv", "encoder_decoder_convs", "other")
+
+
+def _htdemucs_part(module_name: str, op_name: str) -> str:
+    """The part of HTDemucs a counted op belongs to (module path as FlopCounterMode names it)."""
+    if "flash_attention" in op_name or "scaled_dot_product" in op_name:
+        return "attention"
+    if any(
+        key in f".{module_name}."
+        for key in (".crosstransformer.", "channel_upsampler", "channel_downsampler")
+    ):
+        return "transformer_linears"
+    if ".dconv." in f".{module_name}.":
+        return "dconv"
+    if "encoder" in module_name or "decoder" in module_name:
+        return "encoder_decoder_convs"
+    return "other"
+
+
+def htdemucs_parts(torch, model, mixture, peak: float) -> dict:
+    """FLOPs (``FlopCounterMode``, CPU flash attention included) and CPU time of each HTDemucs part.
+
+    Times: one forward under forward hooks that read ``time.process_time()`` around the DConv
+    modules and the cross-domain transformer (run this at 1 thread, so CPU time is the forward's
+    own time whatever the load), and the attention kernel's self time from a profiled forward
+    scaled to the unprofiled forward's time (the profiler adds per-op overhead). The transformer's
+    linears get the transformer's time minus its attention. ``encoder_decoder_convs`` is the rest
+    of the forward (convolutions, norms, GLUs, STFT / iSTFT and glue).
+    """
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    custom = {
+        aten._scaled_dot_product_flash_attention_for_cpu: (
+            lambda q, k, v, *args, out_shape=None, **kwargs: flop_counter.sdpa_flop_count(q, k, v)
+        )
+    }
+    flops = dict.fromkeys(HTDEMUCS_PARTS, 0)
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
+    with torch.inference_mode(), counter:
+        model(input_values=mixture)
+    # FlopCounterMode counts every op once per enclosing module: keep the innermost module per op
+    # by subtracting each module's children (only leaf-level counts are assigned to parts).
+    counts = counter.get_flop_counts()
+    for module_name, ops in counts.items():
+        if module_name == "Global":
+            continue
+        children = [
+            name
+            for name in counts
+            if name.startswith(module_name + ".") and _is_direct_child(name, module_name, counts)
+        ]
+        for op, value in ops.items():
+            own = value - sum(counts[child].get(op, 0) for child in children)
+            if own:
+                flops[_htdemucs_part(module_name, str(op))] += own
+    total_flops = counter.get_total_flops()
+    flops["other"] += total_flops - sum(flops.values())
+
+    spans: dict[str, float] = {"dconv": 0.0, "transformer": 0.0}
+    starts: dict[int, float] = {}
+
+    def before(module, args):
+        starts[id(module)] = time.process_time()
+
+    def after_factory(key: str):
+        def after(module, args, output):
+            spans[key] += time.process_time() - starts.pop(id(module))
+
+        return after
+
+    handles = []
+    for name, module in model.named_modules():
+        if name.endswith(".dconv") or name == "crosstransformer" or name.endswith(".crosstransformer"):
+            key = "transformer" if name.endswith("crosstransformer") else "dconv"
+            handles.append(module.register_forward_pre_hook(before))
+            handles.append(module.register_forward_hook(after_factory(key)))
+    with torch.inference_mode():
+        start = time.process_time()
+        model(input_values=mixture)
+        forward = time.process_time() - start
+    for handle in handles:
+        handle.remove()
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
+        start = time.process_time()
+        model(input_values=mixture)
+        profiled = time.process_time() - start
+    events = profiler.key_averages()
+    attention_profiled = sum(
+        event.self_cpu_time_total / 1e6 for event in events if "scaled_dot_product" in event.key
+    )
+    attention = attention_profiled * forward / profiled
+    seconds = {
+        "attention": attention,
+        "transformer_linears": spans["transformer"] - attention,
+        "dconv": spans["dconv"],
+        "encoder_decoder_convs": forward - spans["transformer"] - spans["dconv"],
+    }
+    parts = {}
+    for part in HTDEMUCS_PARTS:
+        entry = {"gflop": round(flops[part] / 1e9, 2), "share_of_flops": round(flops[part] / total_flops, 3)}
+        if part in seconds:
+            entry["cpu_s"] = round(seconds[part], 3)
+            entry["share_of_time"] = round(seconds[part] / forward, 3)
+            if seconds[part] > 0 and flops[part]:
+                achieved = flops[part] / seconds[part] / 1e9
+                entry["achieved_gflops"] = round(achieved, 1)
+                entry["fraction_of_matmul_bound"] = round(achieved / peak, 3)
+        parts[part] = entry
+    parts["forward_cpu_s"] = round(forward, 3)
+    parts["total_gflop"] = round(total_flops / 1e9, 1)
+    parts["notes"] = (
+        "encoder_decoder_convs time includes the STFT/iSTFT, norms and glue; 'other' FLOPs are the "
+        "ops outside the named modules (STFT is not counted by FlopCounterMode)"
+    )
+    return parts
+
+
+def _is_direct_child(child: str, parent: str, counts: dict) -> bool:
+    """Whether ``child`` is a direct sub-module of ``parent`` among the counted modules."""
+    rest = child[len(parent) + 1 :]
+    prefixes = [parent + "." + rest[:index] for index, char in enumerate(rest) if char == "."]
+    return not any(prefix in counts for prefix in prefixes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["mossformer", "htdemucs"], default="mossformer")
@@ -69,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads-scaling", type=int, default=None, help="also time with this many threads")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--parts", action="store_true", help="htdemucs: FLOPs and CPU time per part")
     args = parser.parse_args(argv)
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -113,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
         scaled = timed_forward(torch, model, mixture)
         result[f"forward_s_{args.threads_scaling}_threads"] = round(scaled, 3)
         result["thread_speedup"] = round(seconds / scaled, 2)
+    if args.parts and args.model == "htdemucs":
+        torch.set_num_threads(args.threads)
+        result["parts"] = htdemucs_parts(torch, model, mixture, peak)
     load.append(round(os.getloadavg()[0], 2))
     result["load_average_before_after"] = load
     print(json.dumps(result, indent=2))
