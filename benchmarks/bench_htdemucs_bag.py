@@ -199,7 +199,11 @@ def main_parent(args: argparse.Namespace) -> int:
         "date": started.isoformat(timespec="seconds"),
         "command": " ".join(["python", "benchmarks/bench_htdemucs_bag.py", *sys.argv[1:]]),
         "machine": common.machine_info(),
-        "settings": {key: value for key, value in vars(args).items() if key != "worker"},
+        "settings": {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()
+            if key != "worker"
+        },
     }
     try:
         setup = build_bag(scratch / "bag", args.tiny)
