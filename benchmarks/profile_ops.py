@@ -85,14 +85,13 @@ def _htdemucs_part(module_name: str, op_name: str) -> str:
 def htdemucs_parts(torch, model, mixture, peak: float) -> dict:
     """FLOPs (``FlopCounterMode``, CPU flash attention included) and CPU time of each HTDemucs part.
 
-    Times: one forward under forward hooks that read ``time.process_time()`` around the DConv
-    modules and the cross-domain transformer (run this at 1 thread, so CPU time is the forward's
-    own time whatever the load), and the attention kernel's self time from a profiled forward
-    scaled to the unprofiled forward's time (the profiler adds per-op overhead). The transformer's
-    linears get the transformer's time minus its attention. ``encoder_decoder_convs`` is the rest
-    of the forward (convolutions, norms, GLUs, STFT / iSTFT and glue).
+    Times: one forward with ``time.process_time()`` read around the DConv modules, the
+    cross-domain transformer (forward hooks) and every ``F.scaled_dot_product_attention`` call
+    (run this at 1 thread, so CPU time is the forward's own time whatever the load; the
+    profiler's per-op times are wall clock, inflated when the process waits for a core). The
+    transformer's linears get the transformer's time minus its attention. ``encoder_decoder_convs``
+    is the rest of the forward (convolutions, norms, GLUs, STFT / iSTFT and glue).
     """
-    from torch.profiler import ProfilerActivity, profile
     from torch.utils import flop_counter
 
     aten = torch.ops.aten
@@ -141,21 +140,28 @@ def htdemucs_parts(torch, model, mixture, peak: float) -> dict:
             key = "transformer" if name.endswith("crosstransformer") else "dconv"
             handles.append(module.register_forward_pre_hook(before))
             handles.append(module.register_forward_hook(after_factory(key)))
-    with torch.inference_mode():
-        start = time.process_time()
-        model(input_values=mixture)
-        forward = time.process_time() - start
-    for handle in handles:
-        handle.remove()
-    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
-        start = time.process_time()
-        model(input_values=mixture)
-        profiled = time.process_time() - start
-    events = profiler.key_averages()
-    attention_profiled = sum(
-        event.self_cpu_time_total / 1e6 for event in events if "scaled_dot_product" in event.key
-    )
-    attention = attention_profiled * forward / profiled
+    functional = torch.nn.functional
+    attention_kernel = functional.scaled_dot_product_attention
+    attention = 0.0
+
+    def timed_attention(*args, **kwargs):
+        # the transformer calls F.scaled_dot_product_attention through the module attribute
+        nonlocal attention
+        begin = time.process_time()
+        result = attention_kernel(*args, **kwargs)
+        attention += time.process_time() - begin
+        return result
+
+    functional.scaled_dot_product_attention = timed_attention
+    try:
+        with torch.inference_mode():
+            start = time.process_time()
+            model(input_values=mixture)
+            forward = time.process_time() - start
+    finally:
+        functional.scaled_dot_product_attention = attention_kernel
+        for handle in handles:
+            handle.remove()
     seconds = {
         "attention": attention,
         "transformer_linears": spans["transformer"] - attention,
