@@ -399,10 +399,11 @@ def multi_resolution_stft_loss(
     return loss + config.multi_stft_resolution_loss_weight * spectral
 
 
-# Rows of the (batch, frames, bands, dim) layout that the inference fast path processes at a time: the
-# position-wise work (norm, projections, GELU, residuals) of a block stays in the CPU's caches, and
-# its scratch buffers are reused instead of allocating (and page-faulting) a fresh tensor per op.
-FAST_PATH_BLOCK_ROWS = 256
+# Rows of the (batch, frames, bands, dim) layout that the inference fast path processes at a time
+# (position-wise work: norm, projections, GELU, residuals): it bounds the scratch buffers (the
+# feed-forward's expansion is 4x the hidden states) while keeping the GEMMs large enough to run at
+# full speed (1-thread CPU measurements: 1024-row blocks or more are as fast as one block).
+FAST_PATH_BLOCK_ROWS = 4096
 
 
 def use_fast_path(layers: nn.ModuleList, hidden_states: torch.Tensor) -> bool:
@@ -449,6 +450,17 @@ class _FusedAttentionWeights:
         self.out_t = attention.out_proj.weight.t()
 
 
+def _scratch(
+    scratch: dict[str, torch.Tensor], name: str, rows: int, columns: int, like: torch.Tensor
+) -> torch.Tensor:
+    """A `(rows, columns)` view of the reusable buffer `name` (grown when too small): one allocation per
+    forward instead of one per block, whose fresh pages the kernel would have to fault in and zero."""
+    buffer = scratch.get(name)
+    if buffer is None or buffer.numel() < rows * columns:
+        buffer = scratch[name] = like.new_empty(rows * columns)
+    return buffer[: rows * columns].view(rows, columns)
+
+
 def _fast_transformer(
     transformer: nn.Module,
     hidden_states: torch.Tensor,
@@ -456,19 +468,20 @@ def _fast_transformer(
     rotation: torch.Tensor,
     first_values: torch.Tensor | None,
     keep_values: bool,
+    scratch: dict[str, torch.Tensor],
 ) -> torch.Tensor | None:
     """Runs a time or frequency transformer of standard attention blocks in place on the `(batch,
     frames, bands, dim)` hidden states, without changing their layout: the attention reads q, k and v
     through strided views of the fused projection. Returns the first block's values `(batch, frames,
     bands, heads * dim_head)` (a copy) when `keep_values` (later layers mix them in as a value
-    residual)."""
+    residual). `scratch` holds the buffers that all transformers of a forward reuse."""
     batch, frames, bands, dim = hidden_states.shape
     flat = hidden_states.view(-1, dim)
     total = flat.shape[0]
     first = transformer.layers[0].attention
     heads, dim_head = first.heads, first.dim_head
     inner = heads * dim_head
-    device, dtype = hidden_states.device, hidden_states.dtype
+    device = hidden_states.device
     frames_per_block = max(1, FAST_PATH_BLOCK_ROWS // bands) if device.type == "cpu" else frames
     blocks = [
         (item, start, min(start + frames_per_block, frames))
@@ -476,11 +489,10 @@ def _fast_transformer(
         for start in range(0, frames, frames_per_block)
     ]
     block_rows = min(frames_per_block, frames) * bands
-    normed = torch.empty(block_rows, dim, device=device, dtype=dtype)
-    gated = torch.empty(block_rows, inner, device=device, dtype=dtype)
-    expanded = torch.empty(block_rows, transformer.layers[0].feed_forward.fc1.out_features, device=device,
-                           dtype=dtype)  # fmt: skip
-    projected: torch.Tensor | None = None
+    expansion = transformer.layers[0].feed_forward.fc1.out_features
+    normed = _scratch(scratch, "normed", block_rows, dim, hidden_states)
+    gated = _scratch(scratch, "gated", block_rows, inner, hidden_states)
+    expanded = _scratch(scratch, "expanded", block_rows, expansion, hidden_states)
     values_out: torch.Tensor | None = None
     # rotation of each position along the attended axis, broadcast over (q/k, heads)
     if along_time:
@@ -495,8 +507,7 @@ def _fast_transformer(
     for layer in transformer.layers:
         attention, feed_forward = layer.attention, layer.feed_forward
         weights = _FusedAttentionWeights(attention)
-        if projected is None or projected.shape[1] != weights.width:
-            projected = torch.empty(total, weights.width, device=device, dtype=dtype)
+        projected = _scratch(scratch, "projected", total, weights.width, hidden_states)
         for item, start, stop in blocks:
             rows = rows_of(item, start, stop)
             count = rows.stop - rows.start
@@ -582,6 +593,7 @@ def fast_axial_layers(
         for block in (*layer.time_transformer.layers, *layer.freq_transformer.layers)
     )
     hidden_states = hidden_states.contiguous().clone()  # updated in place
+    scratch: dict[str, torch.Tensor] = {}
     for layer in layers:
         if layer.linear_transformer is not None:
             flat, _ = layer.linear_transformer(hidden_states.view(batch, frames * bands, dim))
@@ -594,7 +606,7 @@ def fast_axial_layers(
         ):
             values = _fast_transformer(
                 transformer, hidden_states, kind == "time", rotation, first_values[kind],
-                keep_values and first_values[kind] is None,
+                keep_values and first_values[kind] is None, scratch,
             )  # fmt: skip
             if first_values[kind] is None:
                 first_values[kind] = values
