@@ -77,17 +77,28 @@ def test_fast_path_is_taken_in_eval_without_grad_only(family: str, monkeypatch: 
         return original(*args, **kwargs)
 
     monkeypatch.setattr(module, "fast_axial_layers", spy)
+    estimator_class = type(model.mask_estimators[0])
+    estimator_calls: list[bool] = []
+    original_estimator = estimator_class.inference_forward
+
+    def estimator_spy(self: torch.nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+        estimator_calls.append(True)
+        return original_estimator(self, hidden_states)
+
+    monkeypatch.setattr(estimator_class, "inference_forward", estimator_spy)
+    stems = model.config.num_stems
     mixture = stereo_mixture(batch=1, length=2000)
     with torch.no_grad():
         model(input_values=mixture)
-    assert len(calls) == 1
+    assert (len(calls), len(estimator_calls)) == (1, stems)
     with torch.inference_mode():
         model(input_values=mixture)
-    assert len(calls) == 2
+    assert (len(calls), len(estimator_calls)) == (2, 2 * stems)
     model(input_values=mixture)  # autograd on: the plain blocks (gradients unchanged)
     model.train()
     with torch.no_grad():  # training mode: dropout, the plain blocks
         model(input_values=mixture)
+    assert (len(calls), len(estimator_calls)) == (2, 2 * stems)
     model.eval().double()
     with torch.no_grad():  # float64: the plain blocks (the fast path rotates as complex64)
         model(input_values=mixture.double())

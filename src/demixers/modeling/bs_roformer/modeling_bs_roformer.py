@@ -326,8 +326,36 @@ class BSRoformerMaskEstimator(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return self.inference_forward(hidden_states)
         bands = hidden_states.unbind(dim=-2)
         return torch.cat([mlp(band) for mlp, band in zip(self.bands, bands, strict=True)], dim=-1)
+
+    def inference_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`forward` without autograd: each band's MLP reads its band through a strided view, runs
+        in two reused buffers (Tanh in place) and writes its GLU straight into the output."""
+        batch, frames, _, dim = hidden_states.shape
+        rows = batch * frames
+        sizes = [mlp.layers[-1].out_features // 2 for mlp in self.bands]
+        output = hidden_states.new_empty(batch, frames, sum(sizes))
+        flat_output = output.view(rows, -1)
+        hidden_widths = [layer.out_features for mlp in self.bands for layer in mlp.layers[:-1]]
+        widest = max(hidden_widths, default=0)
+        hidden_buffers = [hidden_states.new_empty(rows * widest) for _ in range(min(2, len(hidden_widths)))]
+        glu_buffer = hidden_states.new_empty(rows * 2 * max(sizes))
+        offset = 0
+        for band, (mlp, size) in enumerate(zip(self.bands, sizes, strict=True)):
+            states = hidden_states[:, :, band].reshape(rows, dim)  # a strided view when batch == 1
+            for index, layer in enumerate(mlp.layers[:-1]):
+                buffer = hidden_buffers[index % 2][: rows * layer.out_features].view(rows, -1)
+                states = torch.addmm(layer.bias, states, layer.weight.t(), out=buffer).tanh_()
+            last = mlp.layers[-1]
+            gated = torch.addmm(
+                last.bias, states, last.weight.t(), out=glu_buffer[: rows * 2 * size].view(rows, -1)
+            )
+            torch.mul(gated[:, :size], gated[:, size:].sigmoid_(), out=flat_output[:, offset : offset + size])
+            offset += size
+        return output
 
 
 def roformer_stft(
