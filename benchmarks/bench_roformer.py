@@ -11,6 +11,12 @@ Three measurements (issue #18):
   first. Reported per length: wall and CPU seconds of each side, the ratio ours/reference within
   each repeat (median over repeats) and the largest difference of the outputs relative to the
   reference's peak, with the load average before and after (the development machine is shared).
+* ``--chunked``: the same comparison through chunked inference, as long tracks are separated: the
+  reference through MSST's ``demix`` (``chunk_size`` 8 s, ``num_overlap`` 2, linear fades of a tenth
+  of a chunk, batch size 1; the loop of ``tests/pipelines/test_chunking.msst_demix_reference``,
+  written from MSST's algorithm and tested equal to our engine's MSST policy), ours through the
+  ``audio-source-separation`` pipeline (the family's MSST chunking policy from the config), same
+  weights, same mixture. This is how the 60 s point is measured.
 * ``--memory``: the peak RSS (``VmHWM`` of ``/proc/self/status``, not ``ru_maxrss``, which Linux
   carries over from the parent) of one forward of each side, each in a fresh subprocess that loads
   the saved weights, for each length; ``baseline_rss_mib`` is the RSS after the same imports on both
@@ -23,9 +29,14 @@ MSST's rotary helper in audio-separator 0.47.1 is a no-op with rotary-embedding-
 code ignores ``zero_dc``; the MSST variant is loaded through ``tests/modeling/roformer_references``
 (which restores MSST's rotation) with ``zero_dc=False`` on both sides, so the outputs agree.
 
+``--set KEY=VALUE`` overrides an architecture field of the released (or tiny) config, e.g.
+``--set depth=2`` for quick runs at the released width.
+
 Usage::
 
-    python benchmarks/bench_roformer.py --lengths 10 60 --threads 1 --json results/roformer_speed.json
+    python benchmarks/bench_roformer.py --lengths 10 --threads 1 --json results/roformer_speed_10s.json
+    python benchmarks/bench_roformer.py --lengths 60 --chunked --json results/roformer_speed_60s.json
+    python benchmarks/bench_roformer.py --lengths 2 --set depth=2 --repeats 4
     python benchmarks/bench_roformer.py --families bs_roformer --variants msst --lengths 10 --memory
     python benchmarks/bench_roformer.py --stream-memory --stream-lengths 60 600 --tiny
 """
@@ -41,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +119,30 @@ def reference_class(family: str, variant: str) -> type:
     return module.BSRoformer if family == "bs_roformer" else module.MelBandRoformer
 
 
-def reference_kwargs(family: str, variant: str, tiny: bool) -> dict[str, Any]:
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (values read as JSON when they parse, e.g. ``depth=2``, else strings)."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        if not separator or not key:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
+def reference_kwargs(
+    family: str, variant: str, tiny: bool, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The released architecture's constructor arguments that the reference accepts."""
     from demixers.modeling.bs_roformer.convert_roformer_to_hf import PRESETS
 
     kwargs = dict(PRESETS[PRESET_OF[family]]["model"])
     if tiny:
         kwargs.update(TINY_OVERRIDES[family])
+    kwargs.update(overrides or {})
     kwargs["zero_dc"] = False  # audio-separator's MSST ignores the flag (never zeroes the DC bin)
     if variant == "lucidrains":
         kwargs["num_residual_streams"] = 1  # hyper-connections off: MSST's (and our) residuals
@@ -124,28 +153,34 @@ def reference_kwargs(family: str, variant: str, tiny: bool) -> dict[str, Any]:
     return {key: value for key, value in kwargs.items() if key in accepted}
 
 
-def build(family: str, variant: str, tiny: bool, folder: Path) -> dict[str, Any]:
+def build(
+    family: str, variant: str, tiny: bool, folder: Path, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Seeded random reference weights saved in ``folder``, and our converted model saved beside."""
     import torch
 
     from demixers.modeling.bs_roformer.convert_roformer_to_hf import (
+        PRESETS,
         config_from_yaml_data,
         load_original_model,
     )
 
-    kwargs = reference_kwargs(family, variant, tiny)
+    kwargs = reference_kwargs(family, variant, tiny, overrides)
     torch.manual_seed(0)
     reference = reference_class(family, variant)(**kwargs).eval()
     weights = folder / f"{family}_{variant}_reference.pt"
     torch.save(reference.state_dict(), weights)
-    data = {"model": kwargs, "audio": {"sample_rate": RATE, "num_channels": 2}}
+    preset = PRESETS[PRESET_OF[family]]  # the released chunking (chunk_size, num_overlap)
+    data = {"model": kwargs, "audio": {**preset["audio"], "sample_rate": RATE, "num_channels": 2},
+            "inference": dict(preset["inference"])}  # fmt: skip
     config = config_from_yaml_data(data, variant, family, residual=False)
     ours = load_original_model(config, weights, variant)
     ours_folder = folder / f"{family}_{variant}_ours"
     ours.save_pretrained(ours_folder)
     parameters = sum(parameter.numel() for parameter in ours.parameters())
     return {"reference": reference, "ours": ours, "kwargs": kwargs, "weights": str(weights),
-            "ours_folder": str(ours_folder), "parameters": parameters}  # fmt: skip
+            "ours_folder": str(ours_folder), "parameters": parameters,
+            "chunk_size": ours.config.chunk_size, "num_overlap": ours.config.num_overlap}  # fmt: skip
 
 
 def reference_forward(model: Any, audio: Any) -> Any:
@@ -155,6 +190,41 @@ def reference_forward(model: Any, audio: Any) -> Any:
 
 def ours_forward(model: Any, audio: Any) -> Any:
     return model(input_values=audio).audio_values
+
+
+def reference_chunked(model: Any, audio: Any, *, chunk_size: int, num_overlap: int) -> Any:
+    """MSST's ``demix`` (batch size 1) around the reference model: ``(1, stems, channels, time)``."""
+    import torch
+    from tests.pipelines.test_chunking import msst_demix_reference
+
+    stems = msst_demix_reference(lambda chunk: reference_forward(model, chunk), audio[0].numpy(), chunk_size,
+                                 num_overlap)  # fmt: skip
+    return torch.from_numpy(stems)[None]
+
+
+def ours_chunked(separator: Any, audio: Any) -> Any:
+    """Our pipeline (the config's MSST chunking policy): ``(1, sources, channels, time)``."""
+    import torch
+
+    stems = separator({"raw": audio[0].numpy(), "sampling_rate": RATE})
+    return torch.from_numpy(np.stack([stem["audio"] for stem in stems]))[None]
+
+
+def make_runs(models: dict[str, Any], chunked: bool) -> dict[str, Any]:
+    """Each side's ``audio -> (1, sources, channels, time)`` function: the forwards, or the chunked runs."""
+    if not chunked:
+        return {"ours": partial(ours_forward, models["ours"]),
+                "reference": partial(reference_forward, models["reference"])}  # fmt: skip
+    from transformers import pipeline
+
+    separator = pipeline("audio-source-separation", model=models["ours"])
+    return {
+        "ours": partial(ours_chunked, separator),
+        "reference": partial(
+            reference_chunked, models["reference"], chunk_size=models["chunk_size"],
+            num_overlap=models["num_overlap"],
+        ),
+    }  # fmt: skip
 
 
 def timed(function: Any, *args: Any) -> tuple[Any, float, float]:
@@ -169,7 +239,12 @@ def speed(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     rows = []
     for family in args.families:
         for variant in args.variants:
-            models = build(family, variant, args.tiny, scratch)
+            models = build(family, variant, args.tiny, scratch, args.overrides)
+            runs = make_runs(models, args.chunked)
+            with torch.inference_mode():  # first-call costs (allocator, kernels' setup) off the clock
+                warmup = torch.from_numpy(mixture(0.5))[None]
+                ours_forward(models["ours"], warmup)
+                reference_forward(models["reference"], warmup)
             for seconds in args.lengths:
                 audio = torch.from_numpy(mixture(seconds))[None]
                 repeats = []
@@ -180,8 +255,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
                     load = [round(os.getloadavg()[0], 2)]
                     with torch.inference_mode():
                         for side in order:
-                            run = ours_forward if side == "ours" else reference_forward
-                            outputs[side], wall, cpu = timed(run, models[side], audio)
+                            outputs[side], wall, cpu = timed(runs[side], audio)
                             times[side] = (wall, cpu)
                     load.append(round(os.getloadavg()[0], 2))
                     common = min(outputs["ours"].shape[-1], outputs["reference"].shape[-1])
@@ -200,6 +274,7 @@ def speed(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
                     del outputs
                 row = {
                     "family": family, "variant": variant, "seconds": seconds, "tiny": args.tiny,
+                    "overrides": args.overrides, "chunked": args.chunked,
                     "parameters": models["parameters"], "threads": torch.get_num_threads(),
                     "repeats": repeats,
                     "median_ratio_wall": statistics.median(r["ratio_wall"] for r in repeats),
@@ -247,7 +322,7 @@ def stream_memory(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any
 
     rows = []
     for family in args.families:
-        models = build(family, "msst", args.tiny, scratch)
+        models = build(family, "msst", args.tiny, scratch, args.overrides)
         folder, parameters = models["ours_folder"], models["parameters"]
         del models
         for seconds in args.stream_lengths:
@@ -311,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and of the children)")
     parser.add_argument("--tiny", action="store_true", help="small models instead of the released sizes")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override architecture fields of the config, e.g. depth=2")  # fmt: skip
+    parser.add_argument("--chunked", action="store_true",
+                        help="MSST's demix around the reference vs our pipeline (MSST policy)")  # fmt: skip
     parser.add_argument("--memory", action="store_true", help="also the peak RSS of each forward")
     parser.add_argument("--no-speed", action="store_true", help="skip the speed comparison")
     parser.add_argument("--stream-memory", action="store_true", help="peak RSS of demixers separate")
@@ -318,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.overrides = parse_overrides(args.overrides)
     if args.child is not None:
         child(json.loads(args.child))
         return 0

@@ -326,8 +326,36 @@ class BSRoformerMaskEstimator(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return self.inference_forward(hidden_states)
         bands = hidden_states.unbind(dim=-2)
         return torch.cat([mlp(band) for mlp, band in zip(self.bands, bands, strict=True)], dim=-1)
+
+    def inference_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """`forward` without autograd: each band's MLP reads its band through a strided view, runs
+        in two reused buffers (Tanh in place) and writes its GLU straight into the output."""
+        batch, frames, _, dim = hidden_states.shape
+        rows = batch * frames
+        sizes = [mlp.layers[-1].out_features // 2 for mlp in self.bands]
+        output = hidden_states.new_empty(batch, frames, sum(sizes))
+        flat_output = output.view(rows, -1)
+        hidden_widths = [layer.out_features for mlp in self.bands for layer in mlp.layers[:-1]]
+        widest = max(hidden_widths, default=0)
+        hidden_buffers = [hidden_states.new_empty(rows * widest) for _ in range(min(2, len(hidden_widths)))]
+        glu_buffer = hidden_states.new_empty(rows * 2 * max(sizes))
+        offset = 0
+        for band, (mlp, size) in enumerate(zip(self.bands, sizes, strict=True)):
+            states = hidden_states[:, :, band].reshape(rows, dim)  # a strided view when batch == 1
+            for index, layer in enumerate(mlp.layers[:-1]):
+                buffer = hidden_buffers[index % 2][: rows * layer.out_features].view(rows, -1)
+                states = torch.addmm(layer.bias, states, layer.weight.t(), out=buffer).tanh_()
+            last = mlp.layers[-1]
+            gated = torch.addmm(
+                last.bias, states, last.weight.t(), out=glu_buffer[: rows * 2 * size].view(rows, -1)
+            )
+            torch.mul(gated[:, :size], gated[:, size:].sigmoid_(), out=flat_output[:, offset : offset + size])
+            offset += size
+        return output
 
 
 def roformer_stft(
@@ -399,6 +427,222 @@ def multi_resolution_stft_loss(
     return loss + config.multi_stft_resolution_loss_weight * spectral
 
 
+# Rows of the (batch, frames, bands, dim) layout that the inference fast path processes at a time
+# (position-wise work: norm, projections, GELU, residuals): it bounds the scratch buffers (the
+# feed-forward's expansion is 4x the hidden states) while keeping the GEMMs large enough to run at
+# full speed (1-thread CPU measurements: 1024-row blocks or more are as fast as one block).
+FAST_PATH_BLOCK_ROWS = 4096
+
+
+def use_fast_path(layers: nn.ModuleList, hidden_states: torch.Tensor) -> bool:
+    """Whether `run_axial_layers` takes the inference fast path: eval mode (no dropout), no autograd
+    (the training path keeps autograd's graph as it is) and float32 (the rotary is applied in place
+    as complex64 products)."""
+    return not layers.training and not torch.is_grad_enabled() and hidden_states.dtype == torch.float32
+
+
+def _normalize_rows(rows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """`F.normalize(rows, dim=-1)` written into `out` (the RMSNorm without its scale and gain, which
+    the fast path folds into the next Linear's weight)."""
+    norm = torch.linalg.vector_norm(rows, dim=-1, keepdim=True).clamp_min_(1e-12)
+    return torch.div(rows, norm, out=out)
+
+
+def _norm_gain(norm: nn.Module) -> torch.Tensor:
+    return norm.weight * norm.scale
+
+
+class _FusedAttentionWeights:
+    """One attention block's projections for the fast path: the RMSNorm gain folded into the input
+    side of `qkv`, the head gate (and the value-residual gate) appended as extra output rows (their
+    biases; zero for the qkv rows), padded to an even width so that q and k read as complex pairs."""
+
+    def __init__(self, attention: nn.Module) -> None:
+        heads, inner = attention.heads, attention.heads * attention.dim_head
+        gain = _norm_gain(attention.norm)
+        pieces = [attention.qkv.weight, attention.gate.weight]
+        biases = [attention.qkv.weight.new_zeros(3 * inner), attention.gate.bias]
+        if attention.value_residual_gate is not None:
+            pieces.append(attention.value_residual_gate.weight)
+            biases.append(attention.value_residual_gate.bias)
+        width = 3 * inner + heads * (len(pieces) - 1)
+        padding = -width % 8
+        if padding:
+            pieces.append(attention.qkv.weight.new_zeros(padding, attention.qkv.in_features))
+            biases.append(attention.qkv.weight.new_zeros(padding))
+        self.weight_t = (torch.cat(pieces) * gain).t()
+        self.bias = torch.cat(biases)
+        self.width = width + padding
+        self.gate = slice(3 * inner, 3 * inner + heads)
+        self.value_gate = slice(3 * inner + heads, 3 * inner + 2 * heads)
+        self.out_t = attention.out_proj.weight.t()
+
+
+def _scratch(
+    scratch: dict[str, torch.Tensor], name: str, rows: int, columns: int, like: torch.Tensor
+) -> torch.Tensor:
+    """A `(rows, columns)` view of the reusable buffer `name` (grown when too small): one allocation per
+    forward instead of one per block, whose fresh pages the kernel would have to fault in and zero."""
+    buffer = scratch.get(name)
+    if buffer is None or buffer.numel() < rows * columns:
+        buffer = scratch[name] = like.new_empty(rows * columns)
+    return buffer[: rows * columns].view(rows, columns)
+
+
+def _fast_transformer(
+    transformer: nn.Module,
+    hidden_states: torch.Tensor,
+    along_time: bool,
+    rotation: torch.Tensor,
+    first_values: torch.Tensor | None,
+    keep_values: bool,
+    scratch: dict[str, torch.Tensor],
+) -> torch.Tensor | None:
+    """Runs a time or frequency transformer of standard attention blocks in place on the `(batch,
+    frames, bands, dim)` hidden states, without changing their layout: the attention reads q, k and v
+    through strided views of the fused projection. Returns the first block's values `(batch, frames,
+    bands, heads * dim_head)` (a copy) when `keep_values` (later layers mix them in as a value
+    residual). `scratch` holds the buffers that all transformers of a forward reuse."""
+    batch, frames, bands, dim = hidden_states.shape
+    flat = hidden_states.view(-1, dim)
+    total = flat.shape[0]
+    first = transformer.layers[0].attention
+    heads, dim_head = first.heads, first.dim_head
+    inner = heads * dim_head
+    device = hidden_states.device
+    frames_per_block = max(1, FAST_PATH_BLOCK_ROWS // bands) if device.type == "cpu" else frames
+    blocks = [
+        (item, start, min(start + frames_per_block, frames))
+        for item in range(batch)
+        for start in range(0, frames, frames_per_block)
+    ]
+    block_rows = min(frames_per_block, frames) * bands
+    expansion = transformer.layers[0].feed_forward.fc1.out_features
+    normed = _scratch(scratch, "normed", block_rows, dim, hidden_states)
+    gated = _scratch(scratch, "gated", block_rows, inner, hidden_states)
+    expanded = _scratch(scratch, "expanded", block_rows, expansion, hidden_states)
+    values_out: torch.Tensor | None = None
+    # rotation of each position along the attended axis, broadcast over (q/k, heads)
+    if along_time:
+        rotation = rotation.view(frames, 1, 1, 1, dim_head // 2)
+    else:
+        rotation = rotation.view(1, bands, 1, 1, dim_head // 2)
+
+    def rows_of(item: int, start: int, stop: int) -> slice:
+        offset = (item * frames + start) * bands
+        return slice(offset, offset + (stop - start) * bands)
+
+    for layer in transformer.layers:
+        attention, feed_forward = layer.attention, layer.feed_forward
+        weights = _FusedAttentionWeights(attention)
+        projected = _scratch(scratch, "projected", total, weights.width, hidden_states)
+        for item, start, stop in blocks:
+            rows = rows_of(item, start, stop)
+            count = rows.stop - rows.start
+            block = projected[rows]
+            torch.addmm(
+                weights.bias, _normalize_rows(flat[rows], normed[:count]), weights.weight_t, out=block
+            )
+            pairs = torch.view_as_complex(block[:, : 2 * inner].view(stop - start, bands, 2, heads, -1, 2))
+            pairs.mul_(rotation[start:stop] if along_time else rotation)
+            block[:, weights.gate].sigmoid_()
+            if attention.value_residual_gate is not None:
+                if first_values is None:
+                    raise ValueError(
+                        "this attention layer mixes in the first layer's values, none were given"
+                    )
+                mix = block[:, weights.value_gate].sigmoid_().unsqueeze(-1)
+                values = block[:, 2 * inner : 3 * inner].view(count, heads, dim_head)
+                values.lerp_(first_values.view(total, heads, dim_head)[rows], mix)
+        if keep_values and values_out is None:  # the first block's values, before any mixing
+            values_out = projected[:, 2 * inner : 3 * inner].clone()
+        grid = projected.view(batch, frames, bands, weights.width)
+        query, key, value = (
+            grid[..., part * inner : (part + 1) * inner].unflatten(-1, (heads, dim_head)) for part in range(3)
+        )
+        if along_time:  # one sequence per (item, band): (bands, heads, frames, dim_head) per item
+            attended = [
+                F.scaled_dot_product_attention(
+                    *(t[item].permute(1, 2, 0, 3) for t in (query, key, value))
+                ).permute(2, 0, 1, 3)
+                for item in range(batch)
+            ]  # each (frames, bands, heads, dim_head)
+        else:  # one sequence per (item, frame)
+            sequences = [t.reshape(batch * frames, bands, heads, dim_head).transpose(1, 2)
+                         for t in (query, key, value)]  # fmt: skip
+            output = F.scaled_dot_product_attention(*sequences).transpose(1, 2)
+            attended = list(output.reshape(batch, frames, bands, heads, dim_head))
+        gates = grid[..., weights.gate]
+        for item, start, stop in blocks:
+            rows = rows_of(item, start, stop)
+            count = rows.stop - rows.start
+            out = gated[:count].view(stop - start, bands, heads, dim_head)
+            torch.mul(attended[item][start:stop], gates[item, start:stop].unsqueeze(-1), out=out)
+            flat[rows].addmm_(gated[:count], weights.out_t)
+        del attended
+        fc1_t = (feed_forward.fc1.weight * _norm_gain(feed_forward.norm)).t()
+        fc2_t = feed_forward.fc2.weight.t()
+        for item, start, stop in blocks:
+            rows = rows_of(item, start, stop)
+            count = rows.stop - rows.start
+            hidden = torch.addmm(
+                feed_forward.fc1.bias,
+                _normalize_rows(flat[rows], normed[:count]),
+                fc1_t,
+                out=expanded[:count],
+            )
+            torch.ops.aten.gelu_(hidden)  # exact (erf) GELU, as the originals
+            flat[rows].add_(feed_forward.fc2.bias).addmm_(hidden, fc2_t)
+    if transformer.norm is not None:
+        for item, start, stop in blocks:
+            rows = rows_of(item, start, stop)
+            flat[rows] = transformer.norm(flat[rows])
+    return values_out
+
+
+def fast_axial_layers(
+    layers: nn.ModuleList,
+    hidden_states: torch.Tensor,
+    time_rotary: BSRoformerRotaryEmbedding,
+    freq_rotary: BSRoformerRotaryEmbedding,
+    skip_connection: bool,
+) -> torch.Tensor:
+    """`run_axial_layers` for inference (see `use_fast_path`): the same function of the weights, in
+    one `(batch, frames, bands, dim)` buffer updated in place by every block."""
+    batch, frames, bands, dim = hidden_states.shape
+    device = hidden_states.device
+    time_rotation = time_rotary.rotation(frames, device)
+    freq_rotation = freq_rotary.rotation(bands, device)
+    first_values: dict[str, torch.Tensor | None] = {"time": None, "freq": None}
+    outputs: list[torch.Tensor] = []
+    keep_values = any(
+        block.attention.value_residual_gate is not None
+        for layer in layers
+        for block in (*layer.time_transformer.layers, *layer.freq_transformer.layers)
+    )
+    hidden_states = hidden_states.contiguous().clone()  # updated in place
+    scratch: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        if layer.linear_transformer is not None:
+            flat, _ = layer.linear_transformer(hidden_states.view(batch, frames * bands, dim))
+            hidden_states = flat.view(batch, frames, bands, dim).contiguous()
+        for earlier in outputs:
+            hidden_states += earlier
+        for kind, transformer, rotation in (
+            ("time", layer.time_transformer, time_rotation),
+            ("freq", layer.freq_transformer, freq_rotation),
+        ):
+            values = _fast_transformer(
+                transformer, hidden_states, kind == "time", rotation, first_values[kind],
+                keep_values and first_values[kind] is None, scratch,
+            )  # fmt: skip
+            if first_values[kind] is None:
+                first_values[kind] = values
+        if skip_connection:
+            outputs.append(hidden_states.clone())
+    return hidden_states
+
+
 def run_axial_layers(
     layers: nn.ModuleList,
     hidden_states: torch.Tensor,
@@ -413,6 +657,8 @@ def run_axial_layers(
     after its linear transformer. Value residuals (when the layers have them) are the first layer's
     values, per transformer kind.
     """
+    if use_fast_path(layers, hidden_states):
+        return fast_axial_layers(layers, hidden_states, time_rotary, freq_rotary, skip_connection)
     batch, frames, bands, dim = hidden_states.shape
     device = hidden_states.device
     time_rotation = time_rotary.rotation(frames, device)
