@@ -384,7 +384,8 @@ class MossFormer2Block(GradientCheckpointingLayer):
         padding = (kernel - 1) // 2
         batch, length = output.shape[:2]
         conv_weight = weight.unsqueeze(2)  # (channels, 1, 1, kernel)
-        chunk = cls.inference_chunk_frames
+        # the chunks are for the CPU's allocator and caches; an accelerator takes the whole sequence
+        chunk = cls.inference_chunk_frames if output.device.type == "cpu" else max(length, 1)
         for index in range(batch):
             for start in range(0, length, chunk):
                 stop = min(length, start + chunk)
