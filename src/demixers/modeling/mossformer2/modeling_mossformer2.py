@@ -431,24 +431,30 @@ class MossFormer2Block(GradientCheckpointingLayer):
         torch.mul(hidden_states[..., half:], inverse_norm, out=block_input[..., half:])
 
         # value/gate and query/key projections as one linear layer (gains folded into the weights)
+        # rows ordered [gate | value | query/key]: the attended gate then comes first, where the GLU
+        # below takes its multiplicand (the attention treats every channel alike)
+        inner = value_gate_proj.linear.out_features
+        gate_first = torch.cat((torch.arange(inner // 2, inner), torch.arange(inner // 2)))
+        gate_first = gate_first.to(hidden_states.device)
         weight = torch.cat(
             (
-                value_gate_proj.linear.weight * value_gate_proj.norm.gain,
+                value_gate_proj.linear.weight[gate_first] * value_gate_proj.norm.gain,
                 query_key_proj.linear.weight * query_key_proj.norm.gain,
             )
         )
-        bias = torch.cat((value_gate_proj.linear.bias, query_key_proj.linear.bias))
+        bias = torch.cat((value_gate_proj.linear.bias[gate_first], query_key_proj.linear.bias))
         width = weight.shape[0]
         padded = self._workspace_buffer(
             workspace, "projection_padded", (batch, length + 2 * padding, width), hidden_states
         )
         projected = self._projection_into_padded(block_input, weight, padded, padding)
         F.silu(projected.add_(bias), inplace=True)
-        conv_weight = torch.cat((value_gate_proj.conv.depthwise.weight, query_key_proj.conv.depthwise.weight))
+        conv_weight = torch.cat(
+            (value_gate_proj.conv.depthwise.weight[gate_first], query_key_proj.conv.depthwise.weight)
+        )
         projected = self._workspace_buffer(workspace, "projection", (batch, length, width), hidden_states)
         self._chunked_depthwise_with_residual(padded, conv_weight, projected)
-        inner = value_gate_proj.linear.out_features
-        value_gate, query_key = projected.split((inner, width - inner), dim=-1)
+        gate_value, query_key = projected.split((inner, width - inner), dim=-1)
 
         offset_scale = self.query_key_offset_scale
         query_key_variants = self._workspace_buffer(
@@ -459,10 +465,15 @@ class MossFormer2Block(GradientCheckpointingLayer):
         local_query, global_query, local_key, global_key = query_key_variants.unbind(dim=-2)
 
         attended = self._workspace_buffer(workspace, "attended", (batch, length, inner), hidden_states)
-        self._joint_attention(local_query, global_query, local_key, global_key, value_gate, output=attended)
-        attended_value, attended_gate = attended.chunk(2, dim=-1)
-        value, gate = value_gate.chunk(2, dim=-1)
-        gated = attended_gate.mul_(value).mul_(attended_value.mul_(gate).sigmoid_())
+        self._joint_attention(local_query, global_query, local_key, global_key, gate_value, output=attended)
+        attended_gate, attended_value = attended.chunk(2, dim=-1)
+        gate, value = gate_value.chunk(2, dim=-1)
+        attended_gate.mul_(value)
+        attended_value.mul_(gate)
+        # (attended_gate * value) * sigmoid(attended_value * gate) as one GLU pass, into a
+        # contiguous buffer (the output projection's norm and matmul then read dense rows)
+        gated = self._workspace_buffer(workspace, "gated", (batch, length, inner // 2), hidden_states)
+        torch._C._nn.glu(attended, -1, out=gated)
 
         # output projection: linear(x / norm * gain) as (x W^T) * (gain / norm) + bias, SiLU,
         # depthwise convolution with its residual, and the block's residual, chunk by chunk
