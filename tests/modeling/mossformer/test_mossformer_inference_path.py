@@ -71,13 +71,16 @@ def test_depthwise_conv_over_time_matches_conv1d() -> None:
 
 
 # frames = (samples - 8) // 4 + 1 = 21 and 37: several convolution chunks of 4 frames, a partial last one
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("samples", [88, 152])
 def test_chunked_inference_convolutions_equal_autograd_path(
-    samples: int, monkeypatch: pytest.MonkeyPatch
+    samples: int, threads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the inference path convolves time chunks read from a zero-bordered buffer: chunk borders,
-    # the sequence's edges and every batch item must see exactly the 'same'-padded convolution
+    # the inference path convolves time chunks read from a zero-bordered buffer (one thread) or the
+    # whole buffer at once (several threads): chunk borders, the sequence's edges and every batch
+    # item must see exactly the 'same'-padded convolution
     monkeypatch.setattr(MossFormerBlock, "inference_chunk_frames", 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     model = tiny_model(num_hidden_layers=3)
     mixture = torch.randn(3, samples, generator=torch.Generator().manual_seed(samples))
     expected = model(input_values=mixture).audio_values

@@ -384,8 +384,11 @@ class MossFormer2Block(GradientCheckpointingLayer):
         padding = (kernel - 1) // 2
         batch, length = output.shape[:2]
         conv_weight = weight.unsqueeze(2)  # (channels, 1, 1, kernel)
-        # the chunks are for the CPU's allocator and caches; an accelerator takes the whole sequence
-        chunk = cls.inference_chunk_frames if output.device.type == "cpu" else max(length, 1)
+        # the chunks are for one CPU thread's allocator and caches: with several threads oneDNN
+        # splits a chunk's convolution poorly (2x slower per frame at 2 threads), and an
+        # accelerator takes the whole sequence
+        single_cpu_thread = output.device.type == "cpu" and torch.get_num_threads() == 1
+        chunk = cls.inference_chunk_frames if single_cpu_thread else max(length, 1)
         for index in range(batch):
             for start in range(0, length, chunk):
                 stop = min(length, start + chunk)
