@@ -68,3 +68,46 @@ def test_depthwise_conv_over_time_matches_conv1d() -> None:
     weight = torch.randn(6, 1, 5)
     expected = torch.nn.functional.conv1d(hidden.transpose(1, 2), weight, padding=2, groups=6).transpose(1, 2)
     assert relative(depthwise_conv_over_time(hidden, weight), expected) <= TOLERANCE
+
+
+# frames = (samples - 8) // 4 + 1 = 21 and 37: several convolution chunks of 4 frames, a partial last one
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("samples", [88, 152])
+def test_chunked_inference_convolutions_equal_autograd_path(
+    samples: int, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the inference path convolves time chunks read from a zero-bordered buffer (one thread) or the
+    # whole buffer at once (several threads): chunk borders, the sequence's edges and every batch
+    # item must see exactly the 'same'-padded convolution
+    monkeypatch.setattr(MossFormerBlock, "inference_chunk_frames", 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    model = tiny_model(num_hidden_layers=3)
+    mixture = torch.randn(3, samples, generator=torch.Generator().manual_seed(samples))
+    expected = model(input_values=mixture).audio_values
+    with torch.inference_mode():
+        fast = model(input_values=mixture).audio_values
+    assert relative(fast, expected) <= TOLERANCE
+
+
+def test_block_workspace_is_reused_and_follows_the_length() -> None:
+    block = tiny_model().mask_net.layers[0]
+    workspace: dict[str, torch.Tensor] = {}
+    results = {}
+    for frames in (21, 21, 13):
+        hidden = torch.randn(2, frames, 16, generator=torch.Generator().manual_seed(frames))
+        cos, sin = torch.ones(frames, 4), torch.zeros(frames, 4)
+        reference = block(hidden, cos, sin)  # autograd path
+        before = {name: buffer.data_ptr() for name, buffer in workspace.items()}
+        with torch.no_grad():
+            output = block(hidden, cos, sin, workspace)
+        after = {name: buffer.data_ptr() for name, buffer in workspace.items()}
+        if frames in results:  # same length again: the same buffers, the same result
+            assert after == before
+            assert torch.equal(output, results[frames])
+        results[frames] = output
+        # the output is never one of the shared buffers (the next block overwrites them)
+        assert all(output.data_ptr() != pointer for pointer in after.values())
+        assert relative(output, reference) <= TOLERANCE
+    names = {"block_input", "projection_padded", "projection", "query_key", "attended", "output_padded"}
+    assert names <= set(workspace)
+    assert workspace["projection"].shape[1] == 13  # reallocated for the new length

@@ -164,6 +164,52 @@ class MossFormerChannelLayerNorm(nn.LayerNorm):
         return super().forward(hidden_states.transpose(1, 2)).transpose(1, 2)
 
 
+# frames summed per level of `_blockwise_mean_over_channels_and_time` (three levels: 64**3 frames
+# before the top level sums more than 64 partial sums)
+_EXPORT_SUM_BLOCK = 64
+
+
+def _blockwise_mean_over_channels_and_time(hidden_states: torch.Tensor) -> torch.Tensor:
+    """Mean over channels and time of ``(batch, channels, time)``, summed in blocks of 64 frames.
+
+    For the exported graph: onnxruntime's ReduceMean over a long axis accumulates sequentially in
+    float32, so its error grows with the number of frames (1.3e-4 of a group norm's output at 40000
+    frames of non-negative features, against 8e-8 in torch). Summing 64 frames at a time (an
+    average pool times 64, exact in binary), then the partial sums 64 at a time, keeps every
+    accumulation short. The zero padding adds nothing; it is one block longer than needed so that
+    no level ever has a single block (`torch.export` would specialise the graph on that size).
+    """
+    _, channels, length = hidden_states.shape
+    sums = hidden_states
+    for _ in range(3):
+        padded = F.pad(sums, (0, 2 * _EXPORT_SUM_BLOCK - 1))
+        sums = F.avg_pool1d(padded, _EXPORT_SUM_BLOCK, _EXPORT_SUM_BLOCK) * _EXPORT_SUM_BLOCK
+    total = sums.sum(dim=-1, keepdim=True).sum(dim=1, keepdim=True)  # (batch, 1, 1)
+    return total / (channels * length)
+
+
+def exportable_mask_net_norm(norm: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """``norm(hidden_states)``, with the statistics of the whole-sequence norms ("ln": one-group
+    `nn.GroupNorm`, "gln") computed blockwise while exporting (see
+    `_blockwise_mean_over_channels_and_time`); other norms and eager runs call ``norm`` itself."""
+    if not torch.compiler.is_exporting():
+        return norm(hidden_states)
+    whole_sequence = isinstance(norm, MossFormerGlobalLayerNorm) or (
+        isinstance(norm, nn.GroupNorm) and norm.num_groups == 1
+    )
+    if not whole_sequence:
+        return norm(hidden_states)
+    weight, bias, eps = norm.weight, norm.bias, norm.eps
+    centered = hidden_states - _blockwise_mean_over_channels_and_time(hidden_states)
+    variance = _blockwise_mean_over_channels_and_time(centered.square())
+    normed = centered / torch.sqrt(variance + eps)
+    if weight is not None:
+        normed = normed * weight[:, None]
+    if bias is not None:
+        normed = normed + bias[:, None]
+    return normed
+
+
 def build_mask_net_norm(norm_type: str, channels: int) -> nn.Module:
     """The mask net's normalisation of ``(batch, channels, time)`` (`config.norm_type`)."""
     if norm_type == "ln":
@@ -276,9 +322,27 @@ class MossFormerBlock(GradientCheckpointingLayer):
         )
         self.attention_dropout = nn.Dropout(config.attention_dropout)
 
-    def forward(self, hidden_states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # frames per depthwise-convolution call of the inference path: the released model's 2176
+    # channels times 1024 frames (8.9 MB) stay far below glibc's 32 MB mmap threshold
+    inference_chunk_frames: ClassVar[int] = 1024
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        workspace: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``(batch, time, hidden)`` -> same shape.
+
+        ``workspace`` (inference only) holds the block's large intermediate buffers between calls:
+        the mask net passes one dictionary to all its blocks, so the buffers are allocated once per
+        forward instead of once per block (see `_inference_forward`).
+        """
         # Without autograd, intermediate tensors are overwritten in place (fewer passes over memory).
         inplace = not torch.is_grad_enabled()
+        if inplace and not self.training and not self.causal and not torch.compiler.is_exporting():
+            return self._inference_forward(hidden_states, cos, sin, {} if workspace is None else workspace)
         # token shift: the first half of the channels sees the previous frame
         half = (hidden_states.shape[-1] + 1) // 2
         block_input = torch.empty_like(hidden_states, memory_format=torch.contiguous_format)
@@ -301,6 +365,166 @@ class MossFormerBlock(GradientCheckpointingLayer):
             gated = (attended_gate * value) * torch.sigmoid(attended_value * gate)
         output = self.out_proj(gated)
         return output.add_(hidden_states) if inplace else hidden_states + output
+
+    @staticmethod
+    def _workspace_buffer(
+        workspace: dict[str, torch.Tensor], name: str, shape: tuple[int, ...], like: torch.Tensor
+    ) -> torch.Tensor:
+        """The uninitialised buffer ``name`` of ``workspace``, (re)allocated when its shape differs."""
+        buffer = workspace.get(name)
+        if buffer is None or (buffer.shape, buffer.dtype, buffer.device) != (shape, like.dtype, like.device):
+            buffer = torch.empty(shape, dtype=like.dtype, device=like.device)
+            workspace[name] = buffer
+        return buffer
+
+    @classmethod
+    def _projection_into_padded(
+        cls,
+        inputs: torch.Tensor,
+        weight: torch.Tensor,
+        padded: torch.Tensor,
+        padding: int,
+    ) -> torch.Tensor:
+        """``inputs @ weight.T`` written into the rows ``padding .. padding + time`` of ``padded``
+        ``(batch, padding + time + padding, out)``, whose ``padding`` rows on each side are zeroed
+        (the depthwise convolution's 'same' padding). Returns the unpadded view."""
+        length = inputs.shape[1]
+        padded[:, :padding].zero_()
+        padded[:, padding + length :].zero_()
+        for index in range(inputs.shape[0]):  # mm's out= needs a contiguous matrix per item
+            torch.mm(inputs[index], weight.t(), out=padded[index, padding : padding + length])
+        return padded[:, padding : padding + length]
+
+    @classmethod
+    def _chunked_depthwise_with_residual(
+        cls,
+        padded: torch.Tensor,
+        weight: torch.Tensor,
+        output: torch.Tensor,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``output = depthwise_conv(x) + x (+ extra)`` of ``x = padded[:, p : p + time]``, time chunk
+        by time chunk.
+
+        ``padded`` is ``(batch, p + time + p, channels)`` with zero borders (``p = (kernel - 1) // 2``).
+        Each chunk's convolution reads its neighbours' frames from ``padded`` (no padded copies) and
+        its small result is added to the residual(s) while still in cache, straight into ``output``:
+        a whole-sequence convolution result would be a fresh allocation of ``time * channels``
+        floats (87 MB for the released model at 10 s), which glibc maps and the kernel faults in
+        page by page at every block.
+        """
+        kernel = weight.shape[-1]
+        padding = (kernel - 1) // 2
+        batch, length = output.shape[:2]
+        conv_weight = weight.unsqueeze(2)  # (channels, 1, 1, kernel)
+        # the chunks are for one CPU thread's allocator and caches: with several threads oneDNN
+        # splits a chunk's convolution poorly (2x slower per frame at 2 threads), and an
+        # accelerator takes the whole sequence
+        single_cpu_thread = output.device.type == "cpu" and torch.get_num_threads() == 1
+        chunk = cls.inference_chunk_frames if single_cpu_thread else max(length, 1)
+        for index in range(batch):
+            for start in range(0, length, chunk):
+                stop = min(length, start + chunk)
+                window = padded[index : index + 1, start : stop + 2 * padding]
+                # (1, channels, 1, frames) view of channels-last memory: oneDNN's depthwise kernel
+                convolved = F.conv2d(window.transpose(1, 2).unsqueeze(2), conv_weight, groups=weight.shape[0])
+                target = output[index : index + 1, start:stop]
+                torch.add(
+                    convolved.squeeze(2).transpose(1, 2),
+                    padded[index : index + 1, start + padding : stop + padding],
+                    out=target,
+                )
+                if extra is not None:
+                    target.add_(extra[index : index + 1, start:stop])
+        return output
+
+    def _inference_forward(
+        self,
+        hidden_states: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        workspace: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """The block without autograd, in eval mode (dropout off), non-causal: same arithmetic as
+        the autograd path, with the large intermediates in ``workspace`` buffers reused by every
+        block, the depthwise convolutions run over time chunks into them (see
+        `_chunked_depthwise_with_residual`), and the token shift fused with the scale norm."""
+        batch, length, hidden = hidden_states.shape
+        value_gate_proj, query_key_proj, out_proj = self.value_gate_proj, self.query_key_proj, self.out_proj
+        padding = (value_gate_proj.conv.depthwise.kernel_size[0] - 1) // 2
+
+        # token shift (the first half of the channels sees the previous frame) and the scale norm
+        # of the shifted rows, written once: the row norm is assembled from the two halves' norms
+        half = (hidden + 1) // 2
+        first_half_squares = torch.linalg.vector_norm(hidden_states[..., :half], dim=-1).square_()
+        squares = torch.linalg.vector_norm(hidden_states[..., half:], dim=-1).square_()
+        squares[:, 1:] += first_half_squares[:, :-1]
+        norm = value_gate_proj.norm
+        inverse_norm = squares.sqrt_().mul_(norm.scale).clamp_(min=norm.eps).reciprocal_()[..., None]
+        block_input = self._workspace_buffer(workspace, "block_input", (batch, length, hidden), hidden_states)
+        torch.mul(hidden_states[:, :-1, :half], inverse_norm[:, 1:], out=block_input[:, 1:, :half])
+        block_input[:, :1, :half] = 0.0
+        torch.mul(hidden_states[..., half:], inverse_norm, out=block_input[..., half:])
+
+        # value/gate and query/key projections as one linear layer (gains folded into the weights)
+        # rows ordered [gate | value | query/key]: the attended gate then comes first, where the GLU
+        # below takes its multiplicand (the attention treats every channel alike)
+        inner = value_gate_proj.linear.out_features
+        gate_first = torch.cat((torch.arange(inner // 2, inner), torch.arange(inner // 2)))
+        gate_first = gate_first.to(hidden_states.device)
+        weight = torch.cat(
+            (
+                value_gate_proj.linear.weight[gate_first] * value_gate_proj.norm.gain,
+                query_key_proj.linear.weight * query_key_proj.norm.gain,
+            )
+        )
+        bias = torch.cat((value_gate_proj.linear.bias[gate_first], query_key_proj.linear.bias))
+        width = weight.shape[0]
+        padded = self._workspace_buffer(
+            workspace, "projection_padded", (batch, length + 2 * padding, width), hidden_states
+        )
+        projected = self._projection_into_padded(block_input, weight, padded, padding)
+        F.silu(projected.add_(bias), inplace=True)
+        conv_weight = torch.cat(
+            (value_gate_proj.conv.depthwise.weight[gate_first], query_key_proj.conv.depthwise.weight)
+        )
+        projected = self._workspace_buffer(workspace, "projection", (batch, length, width), hidden_states)
+        self._chunked_depthwise_with_residual(padded, conv_weight, projected)
+        gate_value, query_key = projected.split((inner, width - inner), dim=-1)
+
+        offset_scale = self.query_key_offset_scale
+        query_key_variants = self._workspace_buffer(
+            workspace, "query_key", (batch, length, 4, query_key.shape[-1]), hidden_states
+        )
+        torch.addcmul(offset_scale.beta, query_key[..., None, :], offset_scale.gamma, out=query_key_variants)
+        query_key_variants = apply_rotary_embedding(query_key_variants, cos, sin, inplace=True)
+        local_query, global_query, local_key, global_key = query_key_variants.unbind(dim=-2)
+
+        attended = self._workspace_buffer(workspace, "attended", (batch, length, inner), hidden_states)
+        self._joint_attention(local_query, global_query, local_key, global_key, gate_value, output=attended)
+        attended_gate, attended_value = attended.chunk(2, dim=-1)
+        gate, value = gate_value.chunk(2, dim=-1)
+        attended_gate.mul_(value)
+        attended_value.mul_(gate)
+        # (attended_gate * value) * sigmoid(attended_value * gate) as one GLU pass, into a
+        # contiguous buffer (the output projection's norm and matmul then read dense rows)
+        gated = self._workspace_buffer(workspace, "gated", (batch, length, inner // 2), hidden_states)
+        torch._C._nn.glu(attended, -1, out=gated)
+
+        # output projection: linear(x / norm * gain) as (x W^T) * (gain / norm) + bias, SiLU,
+        # depthwise convolution with its residual, and the block's residual, chunk by chunk
+        out_norm = out_proj.norm
+        gated_norm = torch.linalg.vector_norm(gated, dim=-1, keepdim=True).mul_(out_norm.scale)
+        scale = out_norm.gain / gated_norm.clamp_(min=out_norm.eps)
+        out_padded = self._workspace_buffer(
+            workspace, "output_padded", (batch, length + 2 * padding, hidden), hidden_states
+        )
+        out_projected = self._projection_into_padded(gated, out_proj.linear.weight, out_padded, padding)
+        F.silu(out_projected.mul_(scale).add_(out_proj.linear.bias), inplace=True)
+        output = torch.empty_like(hidden_states, memory_format=torch.contiguous_format)
+        return self._chunked_depthwise_with_residual(
+            out_padded, out_proj.conv.depthwise.weight, output, extra=hidden_states
+        )
 
     def _input_projections(self, block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``value_gate_proj`` and ``query_key_proj`` of the same input, computed together.
@@ -351,8 +575,10 @@ class MossFormerBlock(GradientCheckpointingLayer):
         local_key: torch.Tensor,
         global_key: torch.Tensor,
         values: torch.Tensor,
+        output: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Joint attention of queries/keys ``(b t d)`` over ``values`` ``(b t e)``; returns ``(b t e)``.
+        """Joint attention of queries/keys ``(b t d)`` over ``values`` ``(b t e)``; returns ``(b t e)``
+        (written into ``output`` when given: inference only).
 
         Legend: b batch, t frames, g groups of n = ``group_size`` frames (the last group may be
         shorter), d ``query_key_dim``, e ``intermediate_size``.
@@ -375,7 +601,7 @@ class MossFormerBlock(GradientCheckpointingLayer):
 
         # global: linear attention over the whole sequence
         key_values = torch.matmul(global_key.transpose(1, 2), values) / length  # (batch, qk, e)
-        output = torch.matmul(global_query, key_values)  # (batch, time, e)
+        output = torch.matmul(global_query, key_values, out=output)  # (batch, time, e)
 
         # local: squared-ReLU attention inside each group, added to the global part
         local_parts = []
@@ -505,17 +731,18 @@ class MossFormerMaskNet(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, _, frames = features.shape
-        hidden_states = self.input_proj(self.input_norm(features))
+        hidden_states = self.input_proj(exportable_mask_net_norm(self.input_norm, features))
         position = self.position_embedding(frames, features.device).to(hidden_states.dtype)
         hidden_states = hidden_states + position.transpose(0, 1)
         residual = hidden_states
 
         cos, sin = self.rotary_embedding(frames, features.device)
         hidden_states = hidden_states.transpose(1, 2)
+        workspace: dict[str, torch.Tensor] = {}  # the blocks' inference buffers, shared by all
         for layer in self.layers:
-            hidden_states = layer(hidden_states, cos, sin)
+            hidden_states = layer(hidden_states, cos, sin, workspace)
         hidden_states = self.layers_norm(hidden_states).transpose(1, 2)
-        hidden_states = self.residual_norm(hidden_states) + residual
+        hidden_states = exportable_mask_net_norm(self.residual_norm, hidden_states) + residual
 
         hidden_states = self.sources_proj(self.activation(hidden_states))
         hidden_states = hidden_states.reshape(batch * self.num_sources, -1, frames)
